@@ -1,0 +1,290 @@
+package io.kvmix.core.cache;
+
+import io.kvmix.core.plan.StreamQuant;
+import io.kvmix.core.quant.Fp16;
+import io.kvmix.core.quant.GroupQuantizer;
+import io.kvmix.core.quant.MatrixOrigin;
+import io.kvmix.core.quant.PackedLayout;
+import io.kvmix.core.quant.ScalarGroupQuantizer;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * One stream (keys or values) of one layer of one sequence, in token order (FORMAT.md section 4):
+ * sinks (fp16, kept), packed blocks of G tokens, then the FP buffer as a queue of fp16 chunks of G
+ * tokens aligned to group boundaries. Appending writes into the newest chunk; spilling quantizes the
+ * oldest whole chunks into new blocks. Nothing already stored is ever copied, and chunk and block
+ * memory is recycled through free lists, so an append is O(1) amortized.
+ *
+ * <p>A full-precision stream ({@code quant == null}) is the same queue without spilling.
+ */
+final class KvStream {
+    private final boolean keys;
+    private final int layer;
+    private final int heads;
+    private final int headDim;
+    private final int chunkTokens;
+    private final int sinks;
+    private final int slidingWindow;
+    private final StreamQuant quant;
+    private final PackedLayout layout;
+    private final GroupQuantizer quantizer;
+    private final Arena arena;
+
+    /** fp16 [heads][sinks][headDim]; null without sinks. */
+    private final MemorySegment sinkRows;
+    /** FP chunks, oldest first, each fp16 [heads][chunkTokens][headDim]; chunk i starts at fpStart + i * chunkTokens. */
+    private final ArrayDeque<MemorySegment> fpChunks = new ArrayDeque<>();
+    /** Packed blocks in order, block j holds tokens sinks + j*G ..; null once freed. */
+    private final ArrayList<MemorySegment> blocks = new ArrayList<>();
+    /** Chunks spilled by the last append, still readable by that step's queries; recycled at the next append. */
+    private final ArrayList<MemorySegment> spilledChunks = new ArrayList<>();
+    private final ArrayList<Integer> spilledChunkStarts = new ArrayList<>();
+    private final ArrayDeque<MemorySegment> freeChunks = new ArrayDeque<>();
+    private final ArrayDeque<MemorySegment> freeBlocks = new ArrayDeque<>();
+    private final short[] rowScratch;
+
+    private int length;
+    /** Position of the first token of the oldest FP chunk. */
+    private int fpStart;
+    /** Blocks allocated and not freed. */
+    private int liveBlocks;
+    /** Sequence position of the last append's first token. */
+    private int stepStart;
+
+    KvStream(boolean keys, int layer, KvGeometry geometry, StreamQuant quant, int groupSize, int sinks,
+             GroupQuantizer quantizer, Arena arena) {
+        this.keys = keys;
+        this.layer = layer;
+        this.heads = geometry.kvHeads();
+        this.headDim = geometry.headDim();
+        this.slidingWindow = geometry.slidingWindow();
+        this.chunkTokens = groupSize;
+        this.sinks = sinks;
+        this.quant = quant;
+        this.quantizer = quantizer;
+        this.arena = arena;
+        this.layout = quant == null ? null
+                : keys ? PackedLayout.keys(quant.bits(), groupSize, headDim)
+                : PackedLayout.values(quant.bits(), groupSize, headDim);
+        this.sinkRows = sinks > 0 ? arena.allocate(2L * heads * sinks * headDim, 64) : null;
+        this.rowScratch = new short[headDim];
+        this.fpStart = sinks;
+    }
+
+    int length() {
+        return length;
+    }
+
+    /** Appends {@code tokens} rows of {@code src} ([tokens][heads*headDim] fp32 from {@code offset}, already validated). */
+    void write(float[] src, int offset, int tokens) {
+        recycleSpilledChunks();
+        stepStart = length;
+        int rowWidth = heads * headDim;
+        for (int t = 0; t < tokens; t++) {
+            int position = length + t;
+            MemorySegment target;
+            int row;
+            int rowsPerHead;
+            if (position < sinks) {
+                target = sinkRows;
+                row = position;
+                rowsPerHead = sinks;
+            } else {
+                int inQueue = position - fpStart;
+                if (inQueue == fpChunks.size() * chunkTokens) {
+                    fpChunks.addLast(newChunk());
+                }
+                target = fpChunks.peekLast();
+                row = inQueue % chunkTokens;
+                rowsPerHead = chunkTokens;
+            }
+            int srcRow = offset + t * rowWidth;
+            for (int h = 0; h < heads; h++) {
+                for (int d = 0; d < headDim; d++) {
+                    rowScratch[d] = Fp16.encode(src[srcRow + h * headDim + d]);
+                }
+                MemorySegment.copy(rowScratch, 0, target, Fp16.LAYOUT,
+                        2L * (((long) h * rowsPerHead + row) * headDim), headDim);
+            }
+        }
+        length += tokens;
+    }
+
+    /**
+     * Applies the residual policy after {@link #write} and frees what the sliding window hides. On a
+     * quantization error the offending chunk stays in the FP buffer and the exception propagates.
+     */
+    void settle() {
+        int firstVisible = slidingWindow > 0 ? stepStart - slidingWindow + 1 : 0;
+        if (quant != null) {
+            spill(firstVisible);
+        } else {
+            dropHiddenChunks(firstVisible);
+        }
+        freeHiddenBlocks(firstVisible);
+    }
+
+    /** Quantizes the oldest whole chunks the policy releases; chunks no query can see are dropped unquantized. */
+    private void spill(int firstVisible) {
+        int fpLength = length - fpStart;
+        if (fpLength <= 0) {
+            return;
+        }
+        int spillChunks = quant.policy().tokensToQuantize(fpLength, chunkTokens) / chunkTokens;
+        for (int c = 0; c < spillChunks; c++) {
+            MemorySegment chunk = fpChunks.peekFirst();
+            int chunkStart = fpStart;
+            if (chunkStart + chunkTokens <= firstVisible) {
+                blocks.add(null);
+            } else {
+                MemorySegment block = newBlock();
+                try {
+                    quantizeChunk(chunk, chunkStart, block);
+                } catch (RuntimeException e) {
+                    freeBlocks.addLast(block);
+                    throw e;
+                }
+                blocks.add(block);
+                liveBlocks++;
+            }
+            fpChunks.pollFirst();
+            spilledChunks.add(chunk);
+            spilledChunkStarts.add(chunkStart);
+            fpStart += chunkTokens;
+        }
+    }
+
+    private void quantizeChunk(MemorySegment chunk, int chunkStart, MemorySegment block) {
+        long matrixBytes = layout.bytes();
+        for (int h = 0; h < heads; h++) {
+            long src = 2L * h * chunkTokens * headDim;
+            if (keys) {
+                // lane = token (stride D), pack = channel (stride 1)
+                quantizer.quantize(chunk, src, headDim, 1, layout, block, h * matrixBytes,
+                        MatrixOrigin.keys(layer, h, chunkStart));
+            } else {
+                // lane = channel (stride 1), pack = token (stride D)
+                quantizer.quantize(chunk, src, 1, headDim, layout, block, h * matrixBytes,
+                        MatrixOrigin.values(layer, h, chunkStart));
+            }
+        }
+    }
+
+    private void dropHiddenChunks(int firstVisible) {
+        while (fpChunks.size() > 1 && fpStart + chunkTokens <= firstVisible) {
+            freeChunks.addLast(fpChunks.pollFirst());
+            fpStart += chunkTokens;
+        }
+    }
+
+    private void freeHiddenBlocks(int firstVisible) {
+        if (slidingWindow == 0) {
+            return;
+        }
+        // Blocks are freed oldest first, so scan back from the newest hidden one.
+        int hidden = Math.min(blocks.size(), Math.max(0, (firstVisible - sinks) / chunkTokens));
+        for (int j = hidden - 1; j >= 0 && blocks.get(j) != null; j--) {
+            freeBlocks.addLast(blocks.set(j, null));
+            liveBlocks--;
+        }
+    }
+
+    private void recycleSpilledChunks() {
+        freeChunks.addAll(spilledChunks);
+        spilledChunks.clear();
+        spilledChunkStarts.clear();
+    }
+
+    private MemorySegment newChunk() {
+        MemorySegment chunk = freeChunks.pollFirst();
+        return chunk != null ? chunk : arena.allocate(2L * heads * chunkTokens * headDim, 64);
+    }
+
+    private MemorySegment newBlock() {
+        MemorySegment block = freeBlocks.pollFirst();
+        return block != null ? block : arena.allocate(heads * layout.bytes(), 64);
+    }
+
+    /** Live bytes: packed codes, metadata, and fp16 rows of sinks and FP chunks. */
+    KvBytes bytes() {
+        long fpTokens = Math.min(length, sinks) + Math.max(0, length - fpStart);
+        long fp = fpTokens * heads * headDim * 2L;
+        if (layout == null) {
+            return new KvBytes(0, 0, fp);
+        }
+        return new KvBytes(liveBlocks * heads * layout.codeBytes(), liveBlocks * heads * layout.metaBytes(), fp);
+    }
+
+    /** Tokens currently in the FP buffer (sinks excluded). */
+    int fpBufferLength() {
+        return Math.max(0, length - fpStart);
+    }
+
+    int packedBlocks() {
+        return blocks.size();
+    }
+
+    /**
+     * The stream as the last step's queries see it: history as stored, the last append's own tokens in
+     * full precision (FORMAT.md section 4; DESIGN: prefill attends over its own FP keys/values).
+     */
+    StreamView view() {
+        List<StreamView.FpRun> fp = new ArrayList<>();
+        List<StreamView.PackedRun> packed = new ArrayList<>();
+        if (sinks > 0 && length > 0) {
+            fp.add(new StreamView.FpRun(0, Math.min(sinks, length), sinkRows, sinks, 0));
+        }
+        for (int j = 0; j < blocks.size(); j++) {
+            MemorySegment block = blocks.get(j);
+            int start = sinks + j * chunkTokens;
+            int to = Math.min(chunkTokens, stepStart - start);
+            if (block != null && to > 0) {
+                packed.add(new StreamView.PackedRun(start, 0, to, block));
+            }
+        }
+        for (int i = 0; i < spilledChunks.size(); i++) {
+            int start = spilledChunkStarts.get(i);
+            int from = Math.max(start, stepStart);
+            if (from < start + chunkTokens) {
+                fp.add(new StreamView.FpRun(from, start + chunkTokens - from, spilledChunks.get(i), chunkTokens,
+                        from - start));
+            }
+        }
+        int start = fpStart;
+        for (MemorySegment chunk : fpChunks) {
+            int count = Math.min(chunkTokens, length - start);
+            if (count > 0) {
+                fp.add(new StreamView.FpRun(start, count, chunk, chunkTokens, 0));
+            }
+            start += chunkTokens;
+        }
+        return new StreamView(length, heads, headDim, layout, fp, packed);
+    }
+
+    /** Decoded value of (token, head, channel) as stored; for tests and debugging, not for attention. */
+    float storedValue(int token, int head, int channel) {
+        if (token < sinks) {
+            return Fp16.get(sinkRows, 2L * (((long) head * sinks + token) * headDim + channel));
+        }
+        if (token >= fpStart) {
+            int i = (token - fpStart) / chunkTokens;
+            MemorySegment chunk = fpChunks.stream().skip(i).findFirst().orElseThrow();
+            int row = (token - fpStart) % chunkTokens;
+            return Fp16.get(chunk, 2L * (((long) head * chunkTokens + row) * headDim + channel));
+        }
+        int j = (token - sinks) / chunkTokens;
+        MemorySegment block = blocks.get(j);
+        if (block == null) {
+            throw new IllegalStateException("token " + token + " was freed (outside the sliding window)");
+        }
+        int row = (token - sinks) % chunkTokens;
+        long base = head * layout.bytes();
+        return keys ? ScalarGroupQuantizer.dequantize(block, base, layout, row, channel)
+                : ScalarGroupQuantizer.dequantize(block, base, layout, channel, row);
+    }
+}

@@ -1,0 +1,45 @@
+package io.kvmix.core.quant;
+
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.ShortVector;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShape;
+import jdk.incubator.vector.VectorSpecies;
+
+import java.lang.foreign.MemorySegment;
+import java.nio.ByteOrder;
+
+/**
+ * Vector API species used by the CPU kernels, and an exact fp16 -> fp32 vector load (the Vector API
+ * has no half-precision conversion).
+ */
+public final class Fp16Vectors {
+    /** Float lanes of the machine's preferred shape (16 with AVX-512, 8 with AVX2). */
+    public static final VectorSpecies<Float> F = FloatVector.SPECIES_PREFERRED;
+    /** Int lanes, same count as {@link #F}. */
+    public static final VectorSpecies<Integer> I = IntVector.SPECIES_PREFERRED;
+    /** Short lanes, same count as {@link #F} (half the bits). */
+    public static final VectorSpecies<Short> S =
+            ShortVector.SPECIES_PREFERRED.withShape(VectorShape.forBitSize(F.vectorBitSize() / 2));
+    public static final int LANES = F.length();
+
+    private static final float HALF_TO_FLOAT_SCALE = 0x1p112f;
+
+    private Fp16Vectors() {
+    }
+
+    /**
+     * Loads {@link #LANES} little-endian fp16 values at {@code byteOffset} as fp32, exactly, for every finite
+     * input (normal or subnormal): the exponent and mantissa bits move into fp32 position and a multiply by
+     * 2^112 re-biases the exponent. Infinities and NaNs do not survive (the cache never stores them).
+     */
+    public static FloatVector load(MemorySegment segment, long byteOffset) {
+        ShortVector half = ShortVector.fromMemorySegment(S, segment, byteOffset, ByteOrder.LITTLE_ENDIAN);
+        IntVector bits = (IntVector) half.convertShape(VectorOperators.S2I, I, 0);
+        IntVector sign = bits.and(0x8000).lanewise(VectorOperators.LSHL, 16);
+        FloatVector magnitude = bits.and(0x7fff).lanewise(VectorOperators.LSHL, 13)
+                .reinterpretAsFloats().mul(HALF_TO_FLOAT_SCALE);
+        return magnitude.reinterpretAsInts().or(sign).reinterpretAsFloats();
+    }
+}
