@@ -20,4 +20,14 @@ public record LayerQuant(StreamQuant keys, StreamQuant values, int sinks) {
     public static LayerQuant reference(int kBits, int vBits) {
         return new LayerQuant(StreamQuant.reference(kBits), StreamQuant.reference(vBits), 0);
     }
+
+    /** The same widths with {@code policy} for both keys and values. */
+    public LayerQuant withPolicy(ResidualPolicy policy) {
+        return new LayerQuant(keys.withPolicy(policy), values.withPolicy(policy), sinks);
+    }
+
+    /** The same streams with {@code newSinks} attention-sink tokens. */
+    public LayerQuant withSinks(int newSinks) {
+        return new LayerQuant(keys, values, newSinks);
+    }
 }

@@ -15,4 +15,9 @@ public record StreamQuant(BitWidth bits, ResidualPolicy policy) {
     public static StreamQuant reference(int bits) {
         return new StreamQuant(BitWidth.of(bits), ResidualPolicy.Ratio.referenceFor(bits));
     }
+
+    /** The same width with another residual policy. */
+    public StreamQuant withPolicy(ResidualPolicy newPolicy) {
+        return new StreamQuant(bits, newPolicy);
+    }
 }
