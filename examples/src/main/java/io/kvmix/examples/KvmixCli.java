@@ -1,5 +1,6 @@
 package io.kvmix.examples;
 
+import io.kvmix.core.plan.PlanValidationException;
 import io.kvmix.examples.bench.BenchCommand;
 import io.kvmix.examples.cli.MemoryCommand;
 import picocli.CommandLine;
@@ -45,6 +46,10 @@ public final class KvmixCli {
 
     /** The message of {@code e} on one line (multi-problem messages joined with "; "). */
     static String oneLine(Throwable e) {
+        if (e instanceof PlanValidationException invalid) {
+            String problems = String.join("; ", invalid.problems());
+            return invalid.source() == null ? problems : invalid.source() + ": " + problems;
+        }
         String message = e.getMessage();
         if (message == null || message.isBlank()) {
             message = e.getClass().getSimpleName();

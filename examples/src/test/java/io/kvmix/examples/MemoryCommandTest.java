@@ -111,7 +111,9 @@ class MemoryCommandTest {
 
     @Test
     void badConfigIsNamed(@TempDir Path dir) throws IOException {
-        Files.writeString(dir.resolve("config.json"), "{\"model_type\": \"llama\", \"hidden_size\": \"big\"}");
+        Files.writeString(dir.resolve("config.json"), """
+                {"model_type": "llama", "hidden_size": "big", "intermediate_size": 2048, "num_hidden_layers": 2,
+                 "num_attention_heads": 8, "vocab_size": 1000}""");
         CliRun run = CliRun.of("memory", "--model", dir.toString(), "--fp16");
         assertEquals(1, run.exitCode());
         assertTrue(run.err().contains("config.json") && run.err().contains("hidden_size"), run.err());

@@ -54,7 +54,7 @@ public final class PlanOptions {
         String source;
         if (choice.planFile != null) {
             try {
-                plan = PlanFiles.read(choice.planFile);
+                plan = PlanFiles.read(choice.planFile, layers, headDim);
             } catch (IOException e) {
                 throw new UncheckedIOException(choice.planFile + ": " + e.getMessage(), e);
             }
