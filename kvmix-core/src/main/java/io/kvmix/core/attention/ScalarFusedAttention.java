@@ -45,12 +45,12 @@ public final class ScalarFusedAttention implements FusedAttention {
             }
             PackedLayout kLayout = keys.layout();
             for (StreamView.PackedRun run : keys.packed()) {
-                long base = head * (kLayout == null ? 0 : kLayout.bytes());
+                long base = run.matrixOffset(head);
                 for (int t = Math.max(first, run.blockStart() + run.from());
                      t <= Math.min(last, run.blockStart() + run.to() - 1); t++) {
                     float dot = 0f;
                     for (int c = 0; c < d; c++) {
-                        dot += q[qBase + c] * ScalarGroupQuantizer.dequantize(run.block(), base, kLayout,
+                        dot += q[qBase + c] * ScalarGroupQuantizer.dequantize(run.data(), base, kLayout,
                                 t - run.blockStart(), c);
                     }
                     scores[t] = dot * scale;
@@ -76,11 +76,11 @@ public final class ScalarFusedAttention implements FusedAttention {
             }
             PackedLayout vLayout = values.layout();
             for (StreamView.PackedRun run : values.packed()) {
-                long base = head * (vLayout == null ? 0 : vLayout.bytes());
+                long base = run.matrixOffset(head);
                 for (int t = Math.max(first, run.blockStart() + run.from());
                      t <= Math.min(last, run.blockStart() + run.to() - 1); t++) {
                     for (int c = 0; c < d; c++) {
-                        acc[c] += scores[t] * ScalarGroupQuantizer.dequantize(run.block(), base, vLayout, c,
+                        acc[c] += scores[t] * ScalarGroupQuantizer.dequantize(run.data(), base, vLayout, c,
                                 t - run.blockStart());
                     }
                 }

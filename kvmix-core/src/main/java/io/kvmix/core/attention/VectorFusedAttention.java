@@ -39,13 +39,13 @@ public final class VectorFusedAttention implements FusedAttention {
     }
 
     /** Per-thread buffers, grown on demand. */
-    private static final class Scratch {
+    static final class Scratch {
         float[] scores = new float[0];   // [visible tokens] of one row
         float[] blockScores = new float[0]; // [G]
         float[] weights = new float[0];  // [G] softmax weights of one block's tokens
         float[] qs = new float[0];       // [D] q_c * s_c
-        float[] ps = new float[0];       // [G][groups] p_t * s_tg
-        float[] bias = new float[0];     // [groups]
+        float[] ps = new float[0];       // [groups][G] p_t * s_tg
+        float[] valueBias = new float[0]; // [groups] sum over the row's packed tokens of p_t * m_tg
         float[] acc = new float[0];      // [D]
 
         void ensure(int tokens, int headDim, int groupSize) {
@@ -55,7 +55,7 @@ public final class VectorFusedAttention implements FusedAttention {
             if (qs.length < headDim) {
                 qs = new float[headDim];
                 acc = new float[headDim];
-                bias = new float[headDim];
+                valueBias = new float[headDim];
             }
             if (blockScores.length < groupSize) {
                 blockScores = new float[groupSize];
@@ -109,7 +109,7 @@ public final class VectorFusedAttention implements FusedAttention {
             if (from > to) {
                 continue;
             }
-            packedKeyScores(run.block(), head * kLayout.bytes(), kLayout, q, qBase, scale, s);
+            packedKeyScores(run.data(), run.matrixOffset(head), kLayout, q, qBase, scale, s);
             System.arraycopy(s.blockScores, from - run.blockStart(), scores, from - first, to - from + 1);
         }
 
@@ -125,6 +125,9 @@ public final class VectorFusedAttention implements FusedAttention {
             }
         }
         PackedLayout vLayout = values.layout();
+        if (vLayout != null) {
+            Arrays.fill(s.valueBias, 0, vLayout.groupsPerPack(), 0f);
+        }
         for (StreamView.PackedRun run : values.packed()) {
             int from = Math.max(first, run.blockStart() + run.from());
             int to = Math.min(last, run.blockStart() + run.to() - 1);
@@ -134,9 +137,12 @@ public final class VectorFusedAttention implements FusedAttention {
             int g = vLayout.packLength();
             Arrays.fill(s.weights, 0, g, 0f);
             System.arraycopy(scores, from - first, s.weights, from - run.blockStart(), to - from + 1);
-            packedValueAccumulate(run.block(), head * vLayout.bytes(), vLayout, s);
+            packedValueAccumulate(run.data(), run.matrixOffset(head), vLayout, s);
         }
 
+        if (vLayout != null && !values.packed().isEmpty()) {
+            addGroupBias(acc, s.valueBias, vLayout.groupLength(), d);
+        }
         float inv = 1f / sum;
         int oBase = outOffset + row * d;
         int c = 0;
@@ -145,6 +151,21 @@ public final class VectorFusedAttention implements FusedAttention {
         }
         for (; c < d; c++) {
             out[oBase + c] = acc[c] * inv;
+        }
+    }
+
+    /** {@code acc[c] += bias[c / groupLength]}: the packed values' min terms, added once per row. */
+    private static void addGroupBias(float[] acc, float[] bias, int groupLength, int d) {
+        for (int g = 0; g * groupLength < d; g++) {
+            FloatVector vb = FloatVector.broadcast(F, bias[g]);
+            int c = g * groupLength;
+            int end = c + groupLength;
+            for (; c + LANES <= end; c += LANES) {
+                FloatVector.fromArray(F, acc, c).add(vb).intoArray(acc, c);
+            }
+            for (; c < end; c++) {
+                acc[c] += bias[g];
+            }
         }
     }
 
@@ -221,89 +242,124 @@ public final class VectorFusedAttention implements FusedAttention {
             qs[c] = q[qBase + c] * Fp16.get(block, base + layout.scaleOffset(c, 0));
             bias += q[qBase + c] * Fp16.get(block, base + layout.minOffset(c, 0));
         }
-        FloatVector vbias = FloatVector.broadcast(F, bias);
-        for (int t0 = 0; t0 < tokens; t0 += LANES) {
-            FloatVector acc = FloatVector.zero(F);
-            for (int run = 0; run < layout.runs(); run++) {
-                for (BitWidth.Plane plane : layout.bits().planes()) {
-                    int perWord = plane.codesPerWord();
-                    float factor = 1 << plane.shift();
-                    for (int sub = 0; sub < plane.wordsPerRun(); sub++) {
-                        int firstChannel = run * BitWidth.RUN + sub * perWord;
-                        int count = Math.min(perWord, d - firstChannel);
-                        if (count <= 0) {
-                            break;
-                        }
-                        IntVector words = IntVector.fromMemorySegment(I, block,
-                                base + layout.wordOffset(run, plane.firstWord() + sub, t0), ByteOrder.LITTLE_ENDIAN);
-                        acc = accumulateCodes(words, plane, count, qs, firstChannel, 1, factor, acc);
+        float[] scores = s.blockScores;
+        Arrays.fill(scores, 0, tokens, 0f);
+        for (int run = 0; run < layout.runs(); run++) {
+            for (BitWidth.Plane plane : layout.bits().planes()) {
+                int perWord = plane.codesPerWord();
+                for (int sub = 0; sub < plane.wordsPerRun(); sub++) {
+                    int firstChannel = run * BitWidth.RUN + sub * perWord;
+                    int count = Math.min(perWord, d - firstChannel);
+                    if (count <= 0) {
+                        break;
                     }
+                    accumulateCodes(block, base + layout.wordOffset(run, plane.firstWord() + sub, 0), tokens, plane,
+                            count, qs, firstChannel, scores, 0);
                 }
             }
-            acc.add(vbias).mul(scale).intoArray(s.blockScores, t0);
+        }
+        FloatVector vbias = FloatVector.broadcast(F, bias);
+        for (int t0 = 0; t0 < tokens; t0 += LANES) {
+            FloatVector.fromArray(F, scores, t0).add(vbias).mul(scale).intoArray(scores, t0);
         }
     }
 
     /**
-     * {@code acc += sum_j code_j(words) * weights[start + j * stride] * factor} over the first {@code count}
-     * codes of a vector of plane words: the inner loop of both packed kernels.
+     * {@code acc[at + l] += 2^shift * sum_j code_j(l) * weights[start + j]} for lanes {@code l < lanes}
+     * (a multiple of {@link Fp16Vectors#LANES}) and the first {@code count} codes of the plane words at
+     * {@code wordOffset}: the inner loop of both packed kernels. Two lane vectors share each weight broadcast
+     * and four independent partial sums hide the fused multiply-add latency. Vectors never cross the call
+     * boundary, so it stays fast whether or not the JIT inlines it.
      */
-    private static FloatVector accumulateCodes(IntVector words, BitWidth.Plane plane, int count, float[] weights,
-                                               int start, int stride, float factor, FloatVector acc) {
+    private static void accumulateCodes(MemorySegment block, long wordOffset, int lanes, BitWidth.Plane plane,
+                                        int count, float[] weights, int start, float[] acc, int at) {
         int width = plane.width();
         int mask = plane.mask();
-        for (int j = 0; j < count; j++) {
-            FloatVector code = (FloatVector) words.lanewise(VectorOperators.LSHR, width * j).and(mask)
-                    .convert(VectorOperators.I2F, 0);
-            acc = code.fma(FloatVector.broadcast(F, weights[start + j * stride] * factor), acc);
+        float factor = 1 << plane.shift();
+        int l = 0;
+        for (; l + 2 * LANES <= lanes; l += 2 * LANES) {
+            IntVector w0 = IntVector.fromMemorySegment(I, block, wordOffset + 4L * l, ByteOrder.LITTLE_ENDIAN);
+            IntVector w1 = IntVector.fromMemorySegment(I, block, wordOffset + 4L * (l + LANES), ByteOrder.LITTLE_ENDIAN);
+            FloatVector even0 = FloatVector.zero(F);
+            FloatVector even1 = FloatVector.zero(F);
+            FloatVector odd0 = FloatVector.zero(F);
+            FloatVector odd1 = FloatVector.zero(F);
+            int j = 0;
+            for (; j + 2 <= count; j += 2) {
+                FloatVector x = FloatVector.broadcast(F, weights[start + j]);
+                even0 = ((FloatVector) w0.and(mask).convert(VectorOperators.I2F, 0)).fma(x, even0);
+                even1 = ((FloatVector) w1.and(mask).convert(VectorOperators.I2F, 0)).fma(x, even1);
+                w0 = w0.lanewise(VectorOperators.LSHR, width);
+                w1 = w1.lanewise(VectorOperators.LSHR, width);
+                FloatVector y = FloatVector.broadcast(F, weights[start + j + 1]);
+                odd0 = ((FloatVector) w0.and(mask).convert(VectorOperators.I2F, 0)).fma(y, odd0);
+                odd1 = ((FloatVector) w1.and(mask).convert(VectorOperators.I2F, 0)).fma(y, odd1);
+                w0 = w0.lanewise(VectorOperators.LSHR, width);
+                w1 = w1.lanewise(VectorOperators.LSHR, width);
+            }
+            if (j < count) {
+                FloatVector x = FloatVector.broadcast(F, weights[start + j]);
+                even0 = ((FloatVector) w0.and(mask).convert(VectorOperators.I2F, 0)).fma(x, even0);
+                even1 = ((FloatVector) w1.and(mask).convert(VectorOperators.I2F, 0)).fma(x, even1);
+            }
+            FloatVector.fromArray(F, acc, at + l).add(even0.add(odd0).mul(factor)).intoArray(acc, at + l);
+            FloatVector.fromArray(F, acc, at + l + LANES).add(even1.add(odd1).mul(factor)).intoArray(acc, at + l + LANES);
         }
-        return acc;
+        for (; l < lanes; l += LANES) {
+            IntVector w0 = IntVector.fromMemorySegment(I, block, wordOffset + 4L * l, ByteOrder.LITTLE_ENDIAN);
+            FloatVector sum = FloatVector.zero(F);
+            for (int j = 0; j < count; j++) {
+                sum = ((FloatVector) w0.and(mask).convert(VectorOperators.I2F, 0))
+                        .fma(FloatVector.broadcast(F, weights[start + j]), sum);
+                w0 = w0.lanewise(VectorOperators.LSHR, width);
+            }
+            FloatVector.fromArray(F, acc, at + l).add(sum.mul(factor)).intoArray(acc, at + l);
+        }
     }
 
-    /** {@code s.acc[c] += sum_t s.weights[t] * v_tc} over one packed value matrix. */
+    /**
+     * {@code s.acc[c] += sum_t s.weights[t] * code_tc * s_tg} over one packed value matrix; the min terms
+     * {@code sum_t s.weights[t] * m_tg} go to {@code s.valueBias[g]}.
+     */
     static void packedValueAccumulate(MemorySegment block, long base, PackedLayout layout, Scratch s) {
         int d = layout.laneLength();
         int tokens = layout.packLength();
         int groupLength = layout.groupLength();
         int groups = layout.groupsPerPack();
         float[] w = s.weights;
-        float[] ps = s.ps;
-        float[] bias = s.bias;
-        Arrays.fill(bias, 0, groups, 0f);
-        for (int t = 0; t < tokens; t++) {
-            for (int g = 0; g < groups; g++) {
-                ps[t * groups + g] = w[t] * Fp16.get(block, base + layout.scaleOffset(t, g));
-                bias[g] += w[t] * Fp16.get(block, base + layout.minOffset(t, g));
+        float[] ps = s.ps;      // [groups][tokens]
+        float[] bias = s.valueBias;
+        for (int g = 0; g < groups; g++) {
+            FloatVector biasAcc = FloatVector.zero(F);
+            for (int t0 = 0; t0 < tokens; t0 += LANES) {
+                FloatVector wv = FloatVector.fromArray(F, w, t0);
+                wv.mul(Fp16Vectors.load(block, base + layout.scaleOffset(t0, g))).intoArray(ps, g * tokens + t0);
+                biasAcc = wv.fma(Fp16Vectors.load(block, base + layout.minOffset(t0, g)), biasAcc);
             }
+            bias[g] += biasAcc.reduceLanes(VectorOperators.ADD);
         }
         float[] acc = s.acc;
         int vectorEnd = d - d % LANES;
-        for (int c0 = 0; c0 < vectorEnd; c0 += LANES) {
-            int g = c0 / groupLength;
-            FloatVector a = FloatVector.fromArray(F, acc, c0);
+        for (int g = 0; g * groupLength < vectorEnd; g++) {
+            int firstLane = g * groupLength;
+            int lanes = Math.min(groupLength, vectorEnd - firstLane) / LANES * LANES;
             for (int run = 0; run < layout.runs(); run++) {
                 for (BitWidth.Plane plane : layout.bits().planes()) {
                     int perWord = plane.codesPerWord();
-                    float factor = 1 << plane.shift();
                     for (int sub = 0; sub < plane.wordsPerRun(); sub++) {
                         int firstToken = run * BitWidth.RUN + sub * perWord;
                         int count = Math.min(perWord, tokens - firstToken);
-                        IntVector words = IntVector.fromMemorySegment(I, block,
-                                base + layout.wordOffset(run, plane.firstWord() + sub, c0), ByteOrder.LITTLE_ENDIAN);
-                        a = accumulateCodes(words, plane, count, ps, firstToken * groups + g, groups, factor, a);
+                        accumulateCodes(block, base + layout.wordOffset(run, plane.firstWord() + sub, firstLane), lanes,
+                                plane, count, ps, g * tokens + firstToken, acc, firstLane);
                     }
                 }
             }
-            a.intoArray(acc, c0);
         }
         for (int c = vectorEnd; c < d; c++) {
             int g = c / groupLength;
             for (int t = 0; t < tokens; t++) {
-                acc[c] += ps[t * groups + g] * ScalarGroupQuantizer.getCode(block, base, layout, c, t);
+                acc[c] += ps[g * tokens + t] * ScalarGroupQuantizer.getCode(block, base, layout, c, t);
             }
-        }
-        for (int c = 0; c < d; c++) {
-            acc[c] += bias[c / groupLength];
         }
     }
 }

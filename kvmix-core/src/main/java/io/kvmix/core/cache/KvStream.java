@@ -39,20 +39,17 @@ final class KvStream {
     private final MemorySegment sinkRows;
     /** FP chunks, oldest first, each fp16 [heads][chunkTokens][headDim]; chunk i starts at fpStart + i * chunkTokens. */
     private final ArrayDeque<MemorySegment> fpChunks = new ArrayDeque<>();
-    /** Packed blocks in order, block j holds tokens sinks + j*G ..; null once freed. */
-    private final ArrayList<MemorySegment> blocks = new ArrayList<>();
+    /** Packed blocks in order, block j holds tokens sinks + j*G ..; null for a full-precision stream. */
+    private final PackedPages blocks;
     /** Chunks spilled by the last append, still readable by that step's queries; recycled at the next append. */
     private final ArrayList<MemorySegment> spilledChunks = new ArrayList<>();
     private final ArrayList<Integer> spilledChunkStarts = new ArrayList<>();
     private final ArrayDeque<MemorySegment> freeChunks = new ArrayDeque<>();
-    private final ArrayDeque<MemorySegment> freeBlocks = new ArrayDeque<>();
     private final short[] rowScratch;
 
     private int length;
     /** Position of the first token of the oldest FP chunk. */
     private int fpStart;
-    /** Blocks allocated and not freed. */
-    private int liveBlocks;
     /** Sequence position of the last append's first token. */
     private int stepStart;
 
@@ -71,6 +68,7 @@ final class KvStream {
         this.layout = quant == null ? null
                 : keys ? PackedLayout.keys(quant.bits(), groupSize, headDim)
                 : PackedLayout.values(quant.bits(), groupSize, headDim);
+        this.blocks = layout == null ? null : new PackedPages(heads, layout, arena);
         this.sinkRows = sinks > 0 ? arena.allocate(2L * heads * sinks * headDim, 64) : null;
         this.rowScratch = new short[headDim];
         this.fpStart = sinks;
@@ -139,19 +137,11 @@ final class KvStream {
         for (int c = 0; c < spillChunks; c++) {
             MemorySegment chunk = fpChunks.peekFirst();
             int chunkStart = fpStart;
-            if (chunkStart + chunkTokens <= firstVisible) {
-                blocks.add(null);
-            } else {
-                MemorySegment block = newBlock();
-                try {
-                    quantizeChunk(chunk, chunkStart, block);
-                } catch (RuntimeException e) {
-                    freeBlocks.addLast(block);
-                    throw e;
-                }
-                blocks.add(block);
-                liveBlocks++;
+            boolean visible = chunkStart + chunkTokens > firstVisible;
+            if (visible) {
+                quantizeChunk(chunk, chunkStart, blocks.pageForNext(), blocks.blockCount());
             }
+            blocks.commitNext(visible);
             fpChunks.pollFirst();
             spilledChunks.add(chunk);
             spilledChunkStarts.add(chunkStart);
@@ -159,18 +149,16 @@ final class KvStream {
         }
     }
 
-    private void quantizeChunk(MemorySegment chunk, int chunkStart, MemorySegment block) {
-        long matrixBytes = layout.bytes();
+    private void quantizeChunk(MemorySegment chunk, int chunkStart, MemorySegment page, int block) {
         for (int h = 0; h < heads; h++) {
             long src = 2L * h * chunkTokens * headDim;
+            long dst = blocks.matrixOffset(block, h);
             if (keys) {
                 // lane = token (stride D), pack = channel (stride 1)
-                quantizer.quantize(chunk, src, headDim, 1, layout, block, h * matrixBytes,
-                        MatrixOrigin.keys(layer, h, chunkStart));
+                quantizer.quantize(chunk, src, headDim, 1, layout, page, dst, MatrixOrigin.keys(layer, h, chunkStart));
             } else {
                 // lane = channel (stride 1), pack = token (stride D)
-                quantizer.quantize(chunk, src, 1, headDim, layout, block, h * matrixBytes,
-                        MatrixOrigin.values(layer, h, chunkStart));
+                quantizer.quantize(chunk, src, 1, headDim, layout, page, dst, MatrixOrigin.values(layer, h, chunkStart));
             }
         }
     }
@@ -183,14 +171,8 @@ final class KvStream {
     }
 
     private void freeHiddenBlocks(int firstVisible) {
-        if (slidingWindow == 0) {
-            return;
-        }
-        // Blocks are freed oldest first, so scan back from the newest hidden one.
-        int hidden = Math.min(blocks.size(), Math.max(0, (firstVisible - sinks) / chunkTokens));
-        for (int j = hidden - 1; j >= 0 && blocks.get(j) != null; j--) {
-            freeBlocks.addLast(blocks.set(j, null));
-            liveBlocks--;
+        if (slidingWindow > 0 && blocks != null) {
+            blocks.freeBefore(Math.max(0, (firstVisible - sinks) / chunkTokens));
         }
     }
 
@@ -205,11 +187,6 @@ final class KvStream {
         return chunk != null ? chunk : arena.allocate(2L * heads * chunkTokens * headDim, 64);
     }
 
-    private MemorySegment newBlock() {
-        MemorySegment block = freeBlocks.pollFirst();
-        return block != null ? block : arena.allocate(heads * layout.bytes(), 64);
-    }
-
     /** Live bytes: packed codes, metadata, and fp16 rows of sinks and FP chunks. */
     KvBytes bytes() {
         long fpTokens = Math.min(length, sinks) + Math.max(0, length - fpStart);
@@ -217,7 +194,8 @@ final class KvStream {
         if (layout == null) {
             return new KvBytes(0, 0, fp);
         }
-        return new KvBytes(liveBlocks * heads * layout.codeBytes(), liveBlocks * heads * layout.metaBytes(), fp);
+        long live = blocks.liveBlocks();
+        return new KvBytes(live * heads * layout.codeBytes(), live * heads * layout.metaBytes(), fp);
     }
 
     /** Tokens currently in the FP buffer (sinks excluded). */
@@ -226,7 +204,7 @@ final class KvStream {
     }
 
     int packedBlocks() {
-        return blocks.size();
+        return blocks == null ? 0 : blocks.blockCount();
     }
 
     /**
@@ -239,12 +217,13 @@ final class KvStream {
         if (sinks > 0 && length > 0) {
             fp.add(new StreamView.FpRun(0, Math.min(sinks, length), sinkRows, sinks, 0));
         }
-        for (int j = 0; j < blocks.size(); j++) {
-            MemorySegment block = blocks.get(j);
+        for (int j = 0; j < packedBlocks(); j++) {
+            MemorySegment page = blocks.liveBlock(j);
             int start = sinks + j * chunkTokens;
             int to = Math.min(chunkTokens, stepStart - start);
-            if (block != null && to > 0) {
-                packed.add(new StreamView.PackedRun(start, 0, to, block));
+            if (page != null && to > 0) {
+                packed.add(new StreamView.PackedRun(start, 0, to, page, blocks.matrixOffset(j, 0),
+                        blocks.matrixOffset(j, 1) - blocks.matrixOffset(j, 0)));
             }
         }
         for (int i = 0; i < spilledChunks.size(); i++) {
@@ -278,13 +257,13 @@ final class KvStream {
             return Fp16.get(chunk, 2L * (((long) head * chunkTokens + row) * headDim + channel));
         }
         int j = (token - sinks) / chunkTokens;
-        MemorySegment block = blocks.get(j);
-        if (block == null) {
+        MemorySegment page = blocks.liveBlock(j);
+        if (page == null) {
             throw new IllegalStateException("token " + token + " was freed (outside the sliding window)");
         }
         int row = (token - sinks) % chunkTokens;
-        long base = head * layout.bytes();
-        return keys ? ScalarGroupQuantizer.dequantize(block, base, layout, row, channel)
-                : ScalarGroupQuantizer.dequantize(block, base, layout, channel, row);
+        long base = blocks.matrixOffset(j, head);
+        return keys ? ScalarGroupQuantizer.dequantize(page, base, layout, row, channel)
+                : ScalarGroupQuantizer.dequantize(page, base, layout, channel, row);
     }
 }

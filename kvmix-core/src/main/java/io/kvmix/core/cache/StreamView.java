@@ -32,9 +32,13 @@ public record StreamView(int length, int kvHeads, int headDim, PackedLayout layo
     }
 
     /**
-     * Tokens {@code blockStart + from .. blockStart + to - 1} of a packed block (FORMAT.md section 3.3);
-     * the matrix of head h starts at byte {@code h * layout.bytes()}.
+     * Tokens {@code blockStart + from .. blockStart + to - 1} of a packed block: the matrix (FORMAT.md
+     * section 3) of head h starts at byte {@code firstMatrix + h * headStride} of {@code data}.
      */
-    public record PackedRun(int blockStart, int from, int to, MemorySegment block) {
+    public record PackedRun(int blockStart, int from, int to, MemorySegment data, long firstMatrix, long headStride) {
+        /** Byte offset in {@link #data()} of the packed matrix of {@code head}. */
+        public long matrixOffset(int head) {
+            return firstMatrix + head * headStride;
+        }
     }
 }

@@ -8,8 +8,8 @@ package io.kvmix.core.quant;
  * <em>pack</em> axis; quantization groups run along the lane axis.
  * <pre>
  *   uint32 words [runs][bits][laneLength]      runs = ceil(packLength / 32)
- *   fp16   scales[packLength][groupsPerPack]   groupsPerPack = laneLength / groupLength
- *   fp16   mins  [packLength][groupsPerPack]
+ *   fp16   scales[groupsPerPack][packLength]   groupsPerPack = laneLength / groupLength
+ *   fp16   mins  [groupsPerPack][packLength]
  * </pre>
  *
  * @param bits        code width
@@ -75,13 +75,13 @@ public record PackedLayout(BitWidth bits, int laneLength, int packLength, int gr
         return 4L * (((long) run * bits.wordsPerRun() + k) * laneLength + lane);
     }
 
-    /** Byte offset of the fp16 scale of group {@code group} of pack element {@code pack}. */
+    /** Byte offset of the fp16 scale of group {@code group} of pack element {@code pack}; contiguous along pack. */
     public long scaleOffset(int pack, int group) {
-        return codeBytes() + 2L * ((long) pack * groupsPerPack() + group);
+        return codeBytes() + 2L * ((long) group * packLength + pack);
     }
 
-    /** Byte offset of the fp16 min of group {@code group} of pack element {@code pack}. */
+    /** Byte offset of the fp16 min of group {@code group} of pack element {@code pack}; contiguous along pack. */
     public long minOffset(int pack, int group) {
-        return codeBytes() + 2L * metaCount() + 2L * ((long) pack * groupsPerPack() + group);
+        return codeBytes() + 2L * metaCount() + 2L * ((long) group * packLength + pack);
     }
 }
