@@ -2,7 +2,9 @@ package io.kvmix.examples;
 
 import io.kvmix.core.plan.PlanValidationException;
 import io.kvmix.examples.bench.BenchCommand;
+import io.kvmix.examples.cli.GenerateCommand;
 import io.kvmix.examples.cli.MemoryCommand;
+import io.kvmix.examples.cli.PplCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -14,7 +16,8 @@ import java.io.PrintWriter;
  */
 @Command(name = "kvmix", mixinStandardHelpOptions = true, version = "kvmix 0.1.0",
         description = "Mixed-precision (KVmix) KV-cache quantization for Llama/Mistral models.",
-        subcommands = {MemoryCommand.class, BenchCommand.class, CommandLine.HelpCommand.class})
+        subcommands = {GenerateCommand.class, PplCommand.class, MemoryCommand.class, BenchCommand.class,
+                CommandLine.HelpCommand.class})
 public final class KvmixCli {
 
     public static void main(String[] args) {

@@ -127,8 +127,11 @@ class MemoryCommandTest {
         CliRun help = CliRun.of("--help");
         assertEquals(0, help.exitCode());
         assertTrue(help.out().contains("memory") && help.out().contains("bench"), help.out());
-        CliRun usage = CliRun.of("memory", "--config", LLAMA);
+        CliRun usage = CliRun.of("memory", "--uniform", "2,2");
         assertEquals(2, usage.exitCode());
-        assertTrue(usage.err().contains("--plan") || usage.err().contains("--fp16"), usage.err());
+        assertTrue(usage.err().contains("--config") && usage.err().contains("--model"), usage.err());
+        CliRun both = CliRun.of("memory", "--config", LLAMA, "--uniform", "2,2", "--fp16");
+        assertEquals(2, both.exitCode());
+        assertTrue(both.err().contains("mutually exclusive"), both.err());
     }
 }

@@ -25,11 +25,11 @@ public final class PlanOptions {
                 description = "Every layer K-bit keys and V-bit values, reference residual ratios (4->0.3, 3->0.2, 2->0.2, 1->0.1).")
         String uniform;
 
-        @Option(names = "--fp16", description = "Full-precision fp16 cache (no quantization).")
+        @Option(names = "--fp16", description = "Full-precision fp16 cache (no quantization); the default.")
         boolean fp16;
     }
 
-    @ArgGroup(exclusive = true, multiplicity = "1")
+    @ArgGroup(exclusive = true, multiplicity = "0..1")
     Choice choice;
 
     @Option(names = "--group", paramLabel = "G", description = "Override the group size (a multiple of 32).")
@@ -42,9 +42,9 @@ public final class PlanOptions {
     @Option(names = "--sinks", paramLabel = "S", description = "Keep the first S tokens fp16 forever.")
     Integer sinks;
 
-    /** The plan for a model of {@code layers} layers and head size {@code headDim}, or null for fp16. */
+    /** The plan for a model of {@code layers} layers and head size {@code headDim}, or null for fp16 (the default). */
     public QuantPlan resolve(int layers, int headDim) {
-        if (choice.fp16) {
+        if (choice == null || choice.fp16) {
             if (group != null || window != null || sinks != null) {
                 throw new IllegalArgumentException("--group/--window/--sinks need a plan (--plan or --uniform), not --fp16");
             }

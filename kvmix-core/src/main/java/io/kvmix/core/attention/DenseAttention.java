@@ -1,9 +1,9 @@
 package io.kvmix.core.attention;
 
+import io.kvmix.core.parallel.Parallel;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorOperators;
 
-import java.util.stream.IntStream;
 
 import static io.kvmix.core.quant.Fp16Vectors.F;
 import static io.kvmix.core.quant.Fp16Vectors.LANES;
@@ -11,7 +11,7 @@ import static io.kvmix.core.quant.Fp16Vectors.LANES;
 /**
  * Decode attention over dense fp32 keys and values: the baseline the packed kernels are measured
  * against, written as fast as the Vector API allows (four tokens per step for the scores, a register
- * tile of channels for the value sum), parallel over query heads like {@link VectorFusedAttention}.
+ * tile of channels for the value sum), parallel over query heads on the same threads as {@link VectorFusedAttention} ({@link Parallel}).
  */
 public final class DenseAttention {
     private static final ThreadLocal<float[]> SCORES = ThreadLocal.withInitial(() -> new float[0]);
@@ -26,8 +26,11 @@ public final class DenseAttention {
     public static void decode(float[] q, float[] keys, float[] values, int tokens, int qHeads, int kvHeads, int d,
                               float scale, float[] out) {
         int group = qHeads / kvHeads;
-        IntStream.range(0, qHeads).parallel().forEach(qh -> decodeHead(q, keys, values, tokens,
-                (long) (qh / group) * tokens * d, qh * d, d, scale, out));
+        Parallel.forRange(qHeads, (from, to) -> {
+            for (int qh = from; qh < to; qh++) {
+                decodeHead(q, keys, values, tokens, (long) (qh / group) * tokens * d, qh * d, d, scale, out);
+            }
+        });
     }
 
     private static void decodeHead(float[] q, float[] keys, float[] values, int tokens, long headBase, int qBase,

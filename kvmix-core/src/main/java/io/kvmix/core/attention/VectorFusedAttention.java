@@ -2,6 +2,7 @@ package io.kvmix.core.attention;
 
 import io.kvmix.core.cache.LayerKvCache;
 import io.kvmix.core.cache.StreamView;
+import io.kvmix.core.parallel.Parallel;
 import io.kvmix.core.quant.BitWidth;
 import io.kvmix.core.quant.Fp16;
 import io.kvmix.core.quant.Fp16Vectors;
@@ -14,14 +15,13 @@ import jdk.incubator.vector.VectorOperators;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteOrder;
 import java.util.Arrays;
-import java.util.stream.IntStream;
 
 import static io.kvmix.core.quant.Fp16Vectors.F;
 import static io.kvmix.core.quant.Fp16Vectors.I;
 import static io.kvmix.core.quant.Fp16Vectors.LANES;
 
 /**
- * Vector API fused attention, parallel over query rows.
+ * Vector API fused attention, parallel over query rows ({@link Parallel}).
  *
  * <p>Packed keys (lanes = tokens): with {@code k = code * s_c + m_c} per channel c,
  * {@code q . k_t = sum_c (q_c s_c) code_tc + sum_c q_c m_c}; the first sum runs a vector of tokens at a
@@ -39,7 +39,7 @@ public final class VectorFusedAttention implements FusedAttention {
     }
 
     /** Per-thread buffers, grown on demand. */
-    static final class Scratch {
+    private static final class Scratch {
         float[] scores = new float[0];   // [visible tokens] of one row
         float[] blockScores = new float[0]; // [G]
         float[] weights = new float[0];  // [G] softmax weights of one block's tokens
@@ -73,12 +73,11 @@ public final class VectorFusedAttention implements FusedAttention {
         QueryRows rows = QueryRows.of(cache, q, qOffset, queries, qHeads, out, outOffset);
         StreamView keys = cache.keys();
         StreamView values = cache.values();
-        if (rows.rows() == 1) {
-            attendRow(rows, 0, keys, values, q, qOffset, scale, out, outOffset);
-        } else {
-            IntStream.range(0, rows.rows()).parallel()
-                    .forEach(row -> attendRow(rows, row, keys, values, q, qOffset, scale, out, outOffset));
-        }
+        Parallel.forRange(rows.rows(), (from, to) -> {
+            for (int row = from; row < to; row++) {
+                attendRow(rows, row, keys, values, q, qOffset, scale, out, outOffset);
+            }
+        });
     }
 
     private static void attendRow(QueryRows rows, int row, StreamView keys, StreamView values, float[] q,
