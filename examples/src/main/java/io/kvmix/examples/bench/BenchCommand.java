@@ -35,6 +35,13 @@ import java.util.concurrent.Callable;
         description = "Run the CPU JMH benchmarks and print the ratio table (takes ~10 minutes; --quick ~3).")
 public final class BenchCommand implements Callable<Integer> {
 
+    /** Which benchmarks to run. */
+    enum Suite { core, decode, all }
+
+    @Option(names = "--suite", defaultValue = "all",
+            description = "core (attention, quantize, append), decode (whole-model decode vs memory bandwidth) or all (default).")
+    Suite suite;
+
     @Option(names = "--quick", description = "Fewer and shorter iterations (noisier).")
     boolean quick;
 
@@ -55,10 +62,26 @@ public final class BenchCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    /** One measurement: benchmark method, its parameters, mean time per op and its 99.9% error. */
-    record Measurement(String benchmark, Map<String, String> params, double micros, double errorMicros) {
+    /** One measurement: benchmark method, its parameters, mean seconds per op and its 99.9% error. */
+    record Measurement(String benchmark, Map<String, String> params, double seconds, double errorSeconds) {
         String param(String name) {
             return params.getOrDefault(name, "");
+        }
+
+        double micros() {
+            return seconds * 1e6;
+        }
+
+        double errorMicros() {
+            return errorSeconds * 1e6;
+        }
+
+        double millis() {
+            return seconds * 1e3;
+        }
+
+        double errorMillis() {
+            return errorSeconds * 1e3;
         }
     }
 
@@ -68,11 +91,16 @@ public final class BenchCommand implements Callable<Integer> {
         PrintStream stdout = System.out;
         System.setOut(System.err); // JMH prints progress on stdout
         try {
-            results.addAll(run(options("AttentionBench\\.(denseFp32|fusedVector)$")
-                    .param("context", contexts.toArray(String[]::new))));
-            results.addAll(run(options("AttentionBench\\.fusedScalar$")
-                    .param("context", scalarContexts.toArray(String[]::new))));
-            results.addAll(run(options("QuantizeBench\\.")));
+            if (suite != Suite.decode) {
+                results.addAll(run(options("AttentionBench\\.(denseFp32|fusedVector)$")
+                        .param("context", contexts.toArray(String[]::new))));
+                results.addAll(run(options("AttentionBench\\.fusedScalar$")
+                        .param("context", scalarContexts.toArray(String[]::new))));
+                results.addAll(run(options("QuantizeBench\\.")));
+            }
+            if (suite != Suite.core) {
+                results.addAll(run(options("DecodeBench\\.")));
+            }
         } finally {
             System.setOut(stdout);
         }
@@ -108,8 +136,15 @@ public final class BenchCommand implements Callable<Integer> {
                 values.put(key, params.getParam(key));
             }
             String name = params.getBenchmark();
+            double toSeconds = switch (result.getPrimaryResult().getScoreUnit()) {
+                case "ms/op" -> 1e-3;
+                case "us/op" -> 1e-6;
+                case "ns/op" -> 1e-9;
+                case "s/op" -> 1;
+                default -> throw new IllegalStateException("unexpected unit " + result.getPrimaryResult().getScoreUnit());
+            };
             results.add(new Measurement(name.substring(name.lastIndexOf('.', name.lastIndexOf('.') - 1) + 1), values,
-                    result.getPrimaryResult().getScore(), result.getPrimaryResult().getScoreError()));
+                    result.getPrimaryResult().getScore() * toSeconds, result.getPrimaryResult().getScoreError() * toSeconds));
         }
         return results;
     }
@@ -124,8 +159,8 @@ public final class BenchCommand implements Callable<Integer> {
             ObjectNode node = list.addObject();
             node.put("benchmark", m.benchmark());
             m.params().forEach(node::put);
-            node.put("us_per_op", m.micros());
-            node.put("error_us", m.errorMicros());
+            node.put("seconds_per_op", m.seconds());
+            node.put("error_seconds", m.errorSeconds());
         }
         return document;
     }
@@ -190,13 +225,41 @@ public final class BenchCommand implements Callable<Integer> {
                         .append(ratio(scalar, vector)).append(" |\n");
             }
         }
+        Measurement fp16 = find(results, "DecodeBench.bundled", "cache", "fp16");
+        Measurement twoBit = find(results, "DecodeBench.bundled", "cache", "2");
+        Measurement big = find(results, "DecodeBench.oneBillion");
+        Measurement read = find(results, "DecodeBench.memoryRead");
+        if (fp16 != null || big != null) {
+            md.append("\nWhole-model decode (one token, all layers, cache and LM head):\n\n");
+            md.append("| model | cache | ms per token | tokens/s |\n|---|---|---|---|\n");
+            for (Measurement m : new Measurement[]{fp16, twoBit}) {
+                if (m != null) {
+                    md.append("| bundled tiny-llama-gqa (12 layers, 256 wide), 256-token prompt | ")
+                            .append(label(m.param("cache"))).append(" | ")
+                            .append(String.format(Locale.ROOT, "%.2f ± %.2f", m.millis(), m.errorMillis()))
+                            .append(" | ").append(String.format(Locale.ROOT, "%.1f", 1 / m.seconds())).append(" |\n");
+                }
+            }
+            if (big != null) {
+                md.append("| 1.1B-class random fp16 weights (TinyLlama shape) | fp16 | ")
+                        .append(String.format(Locale.ROOT, "%.1f ± %.1f", big.millis(), big.errorMillis())).append(" | ")
+                        .append(String.format(Locale.ROOT, "%.2f", 1 / big.seconds())).append(" |\n");
+            }
+            if (big != null && read != null) {
+                double weightGbPerSecond = DecodeBench.oneBillionWeightBytes() / big.seconds() / 1e9;
+                double readGbPerSecond = DecodeBench.Memory.BYTES / read.seconds() / 1e9;
+                md.append(String.format(Locale.ROOT, "%nWeight bytes streamed during 1.1B decode: %.2f GB/s; "
+                                + "Vector API read of 2 GiB on the same threads: %.2f GB/s; ratio %.0f%%.%n",
+                        weightGbPerSecond, readGbPerSecond, 100 * weightGbPerSecond / readGbPerSecond));
+            }
+        }
         md.append("\nAppend throughput, 32 KV heads x 128 (one layer, one thread):\n\n");
         md.append("| cache | prefill 4096 tokens | tokens/s | 256 decode appends | us per token |\n|---|---|---|---|---|\n");
         for (String cache : List.of("fp16", "2", "4")) {
             Measurement prefill = find(results, "QuantizeBench.appendPrefill", "cache", cache);
             Measurement decode = find(results, "QuantizeBench.appendDecode", "cache", cache);
             md.append("| ").append(label(cache)).append(" | ").append(cell(prefill)).append(" us | ")
-                    .append(prefill == null ? "-" : String.format(Locale.ROOT, "%,.0f", 4096 / (prefill.micros() * 1e-6)))
+                    .append(prefill == null ? "-" : String.format(Locale.ROOT, "%,.0f", 4096 / prefill.seconds()))
                     .append(" | ").append(cell(decode)).append(" us | ")
                     .append(decode == null ? "-" : String.format(Locale.ROOT, "%.2f", decode.micros() / 256))
                     .append(" |\n");

@@ -46,6 +46,9 @@ public final class MemoryCommand implements Callable<Integer> {
     @Mixin
     PlanOptions planOptions;
 
+    @Option(names = "--window", paramLabel = "R", description = "Same as --residual-window R.")
+    Integer window;
+
     @Option(names = "--prefill", paramLabel = "N", defaultValue = "4096", description = "Prompt tokens (default ${DEFAULT-VALUE}).")
     int prefill;
 
@@ -75,6 +78,7 @@ public final class MemoryCommand implements Callable<Integer> {
                     + prefill + ", " + decode + ", " + batch + ")");
         }
         ModelConfig config = ModelConfig.read(source.path());
+        planOptions.residualWindow(window, "--window");
         QuantPlan plan = planOptions.resolve(config.numHiddenLayers(), config.headDim());
         int tokens = prefill + decode;
         KvGeometry geometry = new KvGeometry(config.numKeyValueHeads(), config.headDim(), tokens,

@@ -35,18 +35,28 @@ public final class PlanOptions {
     @Option(names = "--group", paramLabel = "G", description = "Override the group size (a multiple of 32).")
     Integer group;
 
-    @Option(names = "--window", paramLabel = "R",
+    @Option(names = "--residual-window", paramLabel = "R",
             description = "Override every layer's residual policy with window(R): the newest R..R+G-1 tokens stay fp16.")
     Integer window;
 
     @Option(names = "--sinks", paramLabel = "S", description = "Keep the first S tokens fp16 forever.")
     Integer sinks;
 
+    /** Sets the residual window from a command's own spelling of the flag (memory's {@code --window R}). */
+    void residualWindow(Integer tokens, String flag) {
+        if (tokens != null && window != null) {
+            throw new IllegalArgumentException(flag + " and --residual-window both given");
+        }
+        if (tokens != null) {
+            window = tokens;
+        }
+    }
+
     /** The plan for a model of {@code layers} layers and head size {@code headDim}, or null for fp16 (the default). */
     public QuantPlan resolve(int layers, int headDim) {
         if (choice == null || choice.fp16) {
             if (group != null || window != null || sinks != null) {
-                throw new IllegalArgumentException("--group/--window/--sinks need a plan (--plan or --uniform), not --fp16");
+                throw new IllegalArgumentException("--group/--residual-window/--sinks need a plan (--plan or --uniform), not fp16");
             }
             return null;
         }

@@ -1,6 +1,7 @@
 package io.kvmix.core.attention;
 
 import io.kvmix.core.parallel.Parallel;
+import io.kvmix.core.quant.Fp16Vectors;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorOperators;
 
@@ -56,10 +57,10 @@ public final class DenseAttention {
                 a2 = FloatVector.fromArray(F, keys, row + 2 * d + c).fma(qv, a2);
                 a3 = FloatVector.fromArray(F, keys, row + 3 * d + c).fma(qv, a3);
             }
-            float s0 = a0.reduceLanes(VectorOperators.ADD);
-            float s1 = a1.reduceLanes(VectorOperators.ADD);
-            float s2 = a2.reduceLanes(VectorOperators.ADD);
-            float s3 = a3.reduceLanes(VectorOperators.ADD);
+            float s0 = Fp16Vectors.sum(a0);
+            float s1 = Fp16Vectors.sum(a1);
+            float s2 = Fp16Vectors.sum(a2);
+            float s3 = Fp16Vectors.sum(a3);
             for (; c < d; c++) {
                 s0 += q[qBase + c] * keys[row + c];
                 s1 += q[qBase + c] * keys[row + d + c];

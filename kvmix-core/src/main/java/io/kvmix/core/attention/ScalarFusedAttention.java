@@ -2,7 +2,6 @@ package io.kvmix.core.attention;
 
 import io.kvmix.core.cache.LayerKvCache;
 import io.kvmix.core.cache.StreamView;
-import io.kvmix.core.quant.Fp16;
 import io.kvmix.core.quant.PackedLayout;
 import io.kvmix.core.quant.ScalarGroupQuantizer;
 
@@ -10,7 +9,7 @@ import java.util.Arrays;
 
 /**
  * Reference fused attention: one row at a time, run by run, each stored element decoded where it is
- * used ({@code code * scale + min} for packed tokens, fp16 -> fp32 for FP rows).
+ * used ({@code code * scale + min} for packed tokens, fp16 or fp32 -> fp32 for FP rows).
  */
 public final class ScalarFusedAttention implements FusedAttention {
     static final ScalarFusedAttention INSTANCE = new ScalarFusedAttention();
@@ -38,7 +37,7 @@ public final class ScalarFusedAttention implements FusedAttention {
                     long at = run.rowOffset(head, t, d);
                     float dot = 0f;
                     for (int c = 0; c < d; c++) {
-                        dot += q[qBase + c] * Fp16.get(run.data(), at + 2L * c);
+                        dot += q[qBase + c] * run.precision().get(run.data(), at + (long) run.precision().bytes() * c);
                     }
                     scores[t] = dot * scale;
                 }
@@ -70,7 +69,7 @@ public final class ScalarFusedAttention implements FusedAttention {
                 for (int t = Math.max(first, run.firstToken()); t <= Math.min(last, run.firstToken() + run.count() - 1); t++) {
                     long at = run.rowOffset(head, t, d);
                     for (int c = 0; c < d; c++) {
-                        acc[c] += scores[t] * Fp16.get(run.data(), at + 2L * c);
+                        acc[c] += scores[t] * run.precision().get(run.data(), at + (long) run.precision().bytes() * c);
                     }
                 }
             }

@@ -1,5 +1,6 @@
 package io.kvmix.core.attention;
 
+import io.kvmix.core.cache.FpPrecision;
 import io.kvmix.core.cache.LayerKvCache;
 import io.kvmix.core.cache.StreamView;
 import io.kvmix.core.parallel.Parallel;
@@ -98,7 +99,7 @@ public final class VectorFusedAttention implements FusedAttention {
             int from = Math.max(first, run.firstToken());
             int to = Math.min(last, run.firstToken() + run.count() - 1);
             for (int t = from; t <= to; t++) {
-                scores[t - first] = dotFp16(q, qBase, run.data(), run.rowOffset(head, t, d), d) * scale;
+                scores[t - first] = dot(q, qBase, run, run.rowOffset(head, t, d), d) * scale;
             }
         }
         PackedLayout kLayout = keys.layout();
@@ -120,7 +121,7 @@ public final class VectorFusedAttention implements FusedAttention {
             int from = Math.max(first, run.firstToken());
             int to = Math.min(last, run.firstToken() + run.count() - 1);
             for (int t = from; t <= to; t++) {
-                axpyFp16(scores[t - first], run.data(), run.rowOffset(head, t, d), acc, d);
+                axpy(scores[t - first], run, run.rowOffset(head, t, d), acc, d);
             }
         }
         PackedLayout vLayout = values.layout();
@@ -189,7 +190,7 @@ public final class VectorFusedAttention implements FusedAttention {
             e.intoArray(scores, i);
             vsum = vsum.add(e);
         }
-        float sum = vsum.reduceLanes(VectorOperators.ADD);
+        float sum = Fp16Vectors.sum(vsum);
         for (; i < n; i++) {
             scores[i] = (float) Math.exp(scores[i] - max);
             sum += scores[i];
@@ -197,29 +198,37 @@ public final class VectorFusedAttention implements FusedAttention {
         return sum;
     }
 
-    /** {@code q[qBase ..] . row} for an fp16 row of {@code d} channels. */
-    static float dotFp16(float[] q, int qBase, MemorySegment data, long rowOffset, int d) {
+    /** {@code q[qBase ..] . row} for a full-precision row of {@code d} channels. */
+    static float dot(float[] q, int qBase, StreamView.FpRun run, long rowOffset, int d) {
+        MemorySegment data = run.data();
+        boolean fp16 = run.precision() == FpPrecision.FP16;
         FloatVector acc = FloatVector.zero(F);
         int c = 0;
         for (; c <= d - LANES; c += LANES) {
-            acc = Fp16Vectors.load(data, rowOffset + 2L * c).fma(FloatVector.fromArray(F, q, qBase + c), acc);
+            FloatVector row = fp16 ? Fp16Vectors.load(data, rowOffset + 2L * c)
+                    : FloatVector.fromMemorySegment(F, data, rowOffset + 4L * c, ByteOrder.LITTLE_ENDIAN);
+            acc = row.fma(FloatVector.fromArray(F, q, qBase + c), acc);
         }
-        float dot = acc.reduceLanes(VectorOperators.ADD);
+        float dot = Fp16Vectors.sum(acc);
         for (; c < d; c++) {
-            dot += q[qBase + c] * Fp16.get(data, rowOffset + 2L * c);
+            dot += q[qBase + c] * run.precision().get(data, rowOffset + (long) run.precision().bytes() * c);
         }
         return dot;
     }
 
-    /** {@code acc += p * row} for an fp16 row of {@code d} channels. */
-    static void axpyFp16(float p, MemorySegment data, long rowOffset, float[] acc, int d) {
+    /** {@code acc += p * row} for a full-precision row of {@code d} channels. */
+    static void axpy(float p, StreamView.FpRun run, long rowOffset, float[] acc, int d) {
+        MemorySegment data = run.data();
+        boolean fp16 = run.precision() == FpPrecision.FP16;
         FloatVector vp = FloatVector.broadcast(F, p);
         int c = 0;
         for (; c <= d - LANES; c += LANES) {
-            Fp16Vectors.load(data, rowOffset + 2L * c).fma(vp, FloatVector.fromArray(F, acc, c)).intoArray(acc, c);
+            FloatVector row = fp16 ? Fp16Vectors.load(data, rowOffset + 2L * c)
+                    : FloatVector.fromMemorySegment(F, data, rowOffset + 4L * c, ByteOrder.LITTLE_ENDIAN);
+            row.fma(vp, FloatVector.fromArray(F, acc, c)).intoArray(acc, c);
         }
         for (; c < d; c++) {
-            acc[c] += p * Fp16.get(data, rowOffset + 2L * c);
+            acc[c] += p * run.precision().get(data, rowOffset + (long) run.precision().bytes() * c);
         }
     }
 
@@ -236,7 +245,7 @@ public final class VectorFusedAttention implements FusedAttention {
             qv.mul(Fp16Vectors.load(block, base + layout.scaleOffset(c, 0))).intoArray(qs, c);
             biasAcc = qv.fma(Fp16Vectors.load(block, base + layout.minOffset(c, 0)), biasAcc);
         }
-        float bias = biasAcc.reduceLanes(VectorOperators.ADD);
+        float bias = Fp16Vectors.sum(biasAcc);
         for (; c < d; c++) {
             qs[c] = q[qBase + c] * Fp16.get(block, base + layout.scaleOffset(c, 0));
             bias += q[qBase + c] * Fp16.get(block, base + layout.minOffset(c, 0));
@@ -335,7 +344,7 @@ public final class VectorFusedAttention implements FusedAttention {
                 wv.mul(Fp16Vectors.load(block, base + layout.scaleOffset(t0, g))).intoArray(ps, g * tokens + t0);
                 biasAcc = wv.fma(Fp16Vectors.load(block, base + layout.minOffset(t0, g)), biasAcc);
             }
-            bias[g] += biasAcc.reduceLanes(VectorOperators.ADD);
+            bias[g] += Fp16Vectors.sum(biasAcc);
         }
         float[] acc = s.acc;
         int vectorEnd = d - d % LANES;

@@ -19,7 +19,7 @@ final class HostLayerKvCache implements LayerKvCache {
     private final KvStream values;
     private int lastAppended;
 
-    HostLayerKvCache(KvGeometry geometry, int layer, LayerQuant quant, int groupSize) {
+    HostLayerKvCache(KvGeometry geometry, int layer, LayerQuant quant, int groupSize, FpPrecision precision) {
         this.geometry = geometry;
         this.layer = layer;
         if (quant != null && (groupSize <= 0 || groupSize % 32 != 0)) {
@@ -33,9 +33,9 @@ final class HostLayerKvCache implements LayerKvCache {
         int sinks = quant == null ? 0 : quant.sinks();
         GroupQuantizer quantizer = GroupQuantizer.fastest();
         this.keys = new KvStream(true, layer, geometry, quant == null ? null : quant.keys(), groupSize, sinks,
-                quantizer, arena);
+                precision, quantizer, arena);
         this.values = new KvStream(false, layer, geometry, quant == null ? null : quant.values(), groupSize, sinks,
-                quantizer, arena);
+                precision, quantizer, arena);
     }
 
     @Override

@@ -34,10 +34,12 @@ final class KvStream {
     private final PackedLayout layout;
     private final GroupQuantizer quantizer;
     private final Arena arena;
+    /** Storage of full-precision rows: fp16, or fp32 for an explicitly fp32 full-precision cache. */
+    private final FpPrecision precision;
 
-    /** fp16 [heads][sinks][headDim]; null without sinks. */
+    /** [heads][sinks][headDim] in {@link #precision}; null without sinks. */
     private final MemorySegment sinkRows;
-    /** FP chunks, oldest first, each fp16 [heads][chunkTokens][headDim]; chunk i starts at fpStart + i * chunkTokens. */
+    /** FP chunks, oldest first, each [heads][chunkTokens][headDim] in {@link #precision}; chunk i starts at fpStart + i * chunkTokens. */
     private final ArrayDeque<MemorySegment> fpChunks = new ArrayDeque<>();
     /** Packed blocks in order, block j holds tokens sinks + j*G ..; null for a full-precision stream. */
     private final PackedPages blocks;
@@ -54,7 +56,11 @@ final class KvStream {
     private int stepStart;
 
     KvStream(boolean keys, int layer, KvGeometry geometry, StreamQuant quant, int groupSize, int sinks,
-             GroupQuantizer quantizer, Arena arena) {
+             FpPrecision precision, GroupQuantizer quantizer, Arena arena) {
+        if (quant != null && precision != FpPrecision.FP16) {
+            throw new IllegalArgumentException("layer " + layer + ": a quantized cache keeps its FP buffer in fp16");
+        }
+        this.precision = precision;
         this.keys = keys;
         this.layer = layer;
         this.heads = geometry.kvHeads();
@@ -69,7 +75,7 @@ final class KvStream {
                 : keys ? PackedLayout.keys(quant.bits(), groupSize, headDim)
                 : PackedLayout.values(quant.bits(), groupSize, headDim);
         this.blocks = layout == null ? null : new PackedPages(heads, layout, arena);
-        this.sinkRows = sinks > 0 ? arena.allocate(2L * heads * sinks * headDim, 64) : null;
+        this.sinkRows = sinks > 0 ? arena.allocate((long) precision.bytes() * heads * sinks * headDim, 64) : null;
         this.rowScratch = new short[headDim];
         this.fpStart = sinks;
     }
@@ -103,11 +109,8 @@ final class KvStream {
             }
             int srcRow = offset + t * rowWidth;
             for (int h = 0; h < heads; h++) {
-                for (int d = 0; d < headDim; d++) {
-                    rowScratch[d] = Fp16.encode(src[srcRow + h * headDim + d]);
-                }
-                MemorySegment.copy(rowScratch, 0, target, Fp16.LAYOUT,
-                        2L * (((long) h * rowsPerHead + row) * headDim), headDim);
+                precision.put(src, srcRow + h * headDim, headDim, target,
+                        (long) precision.bytes() * (((long) h * rowsPerHead + row) * headDim), rowScratch);
             }
         }
         length += tokens;
@@ -184,13 +187,13 @@ final class KvStream {
 
     private MemorySegment newChunk() {
         MemorySegment chunk = freeChunks.pollFirst();
-        return chunk != null ? chunk : arena.allocate(2L * heads * chunkTokens * headDim, 64);
+        return chunk != null ? chunk : arena.allocate((long) precision.bytes() * heads * chunkTokens * headDim, 64);
     }
 
     /** Live bytes: packed codes, metadata, and fp16 rows of sinks and FP chunks. */
     KvBytes bytes() {
         long fpTokens = Math.min(length, sinks) + Math.max(0, length - fpStart);
-        long fp = fpTokens * heads * headDim * 2L;
+        long fp = fpTokens * heads * headDim * precision.bytes();
         if (layout == null) {
             return new KvBytes(0, 0, fp);
         }
@@ -215,7 +218,7 @@ final class KvStream {
         List<StreamView.FpRun> fp = new ArrayList<>();
         List<StreamView.PackedRun> packed = new ArrayList<>();
         if (sinks > 0 && length > 0) {
-            fp.add(new StreamView.FpRun(0, Math.min(sinks, length), sinkRows, sinks, 0));
+            fp.add(new StreamView.FpRun(0, Math.min(sinks, length), sinkRows, sinks, 0, precision));
         }
         for (int j = 0; j < packedBlocks(); j++) {
             MemorySegment page = blocks.liveBlock(j);
@@ -231,14 +234,14 @@ final class KvStream {
             int from = Math.max(start, stepStart);
             if (from < start + chunkTokens) {
                 fp.add(new StreamView.FpRun(from, start + chunkTokens - from, spilledChunks.get(i), chunkTokens,
-                        from - start));
+                        from - start, precision));
             }
         }
         int start = fpStart;
         for (MemorySegment chunk : fpChunks) {
             int count = Math.min(chunkTokens, length - start);
             if (count > 0) {
-                fp.add(new StreamView.FpRun(start, count, chunk, chunkTokens, 0));
+                fp.add(new StreamView.FpRun(start, count, chunk, chunkTokens, 0, precision));
             }
             start += chunkTokens;
         }
@@ -248,13 +251,13 @@ final class KvStream {
     /** Decoded value of (token, head, channel) as stored; for tests and debugging, not for attention. */
     float storedValue(int token, int head, int channel) {
         if (token < sinks) {
-            return Fp16.get(sinkRows, 2L * (((long) head * sinks + token) * headDim + channel));
+            return precision.get(sinkRows, (long) precision.bytes() * (((long) head * sinks + token) * headDim + channel));
         }
         if (token >= fpStart) {
             int i = (token - fpStart) / chunkTokens;
             MemorySegment chunk = fpChunks.stream().skip(i).findFirst().orElseThrow();
             int row = (token - fpStart) % chunkTokens;
-            return Fp16.get(chunk, 2L * (((long) head * chunkTokens + row) * headDim + channel));
+            return precision.get(chunk, (long) precision.bytes() * (((long) head * chunkTokens + row) * headDim + channel));
         }
         int j = (token - sinks) / chunkTokens;
         MemorySegment page = blocks.liveBlock(j);

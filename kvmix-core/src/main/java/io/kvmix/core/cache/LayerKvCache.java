@@ -15,12 +15,17 @@ public interface LayerKvCache extends AutoCloseable {
 
     /** A cache that keeps every token in fp16. */
     static LayerKvCache fullPrecision(KvGeometry geometry, int layer) {
-        return new HostLayerKvCache(geometry, layer, null, HostLayerKvCache.FULL_PRECISION_CHUNK);
+        return fullPrecision(geometry, layer, FpPrecision.FP16);
+    }
+
+    /** A cache that keeps every token in {@code precision} (fp32 only as an explicit option). */
+    static LayerKvCache fullPrecision(KvGeometry geometry, int layer, FpPrecision precision) {
+        return new HostLayerKvCache(geometry, layer, null, HostLayerKvCache.FULL_PRECISION_CHUNK, precision);
     }
 
     /** A mixed-precision cache for one layer of a plan with group size {@code groupSize}. */
     static LayerKvCache quantized(KvGeometry geometry, int layer, LayerQuant quant, int groupSize) {
-        return new HostLayerKvCache(geometry, layer, quant, groupSize);
+        return new HostLayerKvCache(geometry, layer, quant, groupSize, FpPrecision.FP16);
     }
 
     KvGeometry geometry();

@@ -33,13 +33,24 @@ public final class SequenceKvCache implements AutoCloseable {
      * @throws io.kvmix.core.plan.PlanValidationException if the plan does not fit the model (every problem listed)
      */
     public static SequenceKvCache create(ModelKvShape shape, QuantPlan plan) {
+        return create(shape, plan, FpPrecision.FP16);
+    }
+
+    /**
+     * As {@link #create(ModelKvShape, QuantPlan)}; without a plan the tokens are kept in {@code precision}
+     * (fp32 is an explicit option for checks against fp32 references; a plan's FP buffers are always fp16).
+     */
+    public static SequenceKvCache create(ModelKvShape shape, QuantPlan plan, FpPrecision precision) {
+        if (plan != null && precision != FpPrecision.FP16) {
+            throw new IllegalArgumentException("a KVmix plan keeps its FP buffers in fp16; " + precision + " is only for a full-precision cache");
+        }
         if (plan != null) {
             plan.validate(shape.layers(), shape.headDim());
         }
         List<LayerKvCache> caches = new ArrayList<>(shape.layers());
         try {
             for (int l = 0; l < shape.layers(); l++) {
-                caches.add(plan == null ? LayerKvCache.fullPrecision(shape.layerGeometry(), l)
+                caches.add(plan == null ? LayerKvCache.fullPrecision(shape.layerGeometry(), l, precision)
                         : LayerKvCache.quantized(shape.layerGeometry(), l, plan.layer(l), plan.groupSize()));
             }
         } catch (RuntimeException e) {

@@ -21,13 +21,15 @@ public record StreamView(int length, int kvHeads, int headDim, PackedLayout layo
                          List<PackedRun> packed) {
 
     /**
-     * {@code count} fp16 token rows starting at sequence position {@code firstToken}. In {@code data}
-     * the rows of head h are {@code [rowsPerHead][headDim]}; the run starts at row {@code firstRow}.
+     * {@code count} full-precision token rows starting at sequence position {@code firstToken}, stored as
+     * {@code precision} (fp16 unless the cache was made fp32). In {@code data} the rows of head h are
+     * {@code [rowsPerHead][headDim]}; the run starts at row {@code firstRow}.
      */
-    public record FpRun(int firstToken, int count, MemorySegment data, int rowsPerHead, int firstRow) {
+    public record FpRun(int firstToken, int count, MemorySegment data, int rowsPerHead, int firstRow,
+                        FpPrecision precision) {
         /** Byte offset of the row of {@code token} for head {@code head}. */
         public long rowOffset(int head, int token, int headDim) {
-            return 2L * (((long) head * rowsPerHead + firstRow + (token - firstToken)) * headDim);
+            return (long) precision.bytes() * (((long) head * rowsPerHead + firstRow + (token - firstToken)) * headDim);
         }
     }
 

@@ -30,16 +30,28 @@ public final class Fp16Vectors {
     }
 
     /**
+     * Sum of the lanes of {@code v}, always added in lane order. {@code reduceLanes(ADD)} adds in a different
+     * order before and after the JIT compiles the caller, so the same input could give different results
+     * within one run (and flip a quantized code downstream); this sum is the same in every tier.
+     */
+    public static float sum(FloatVector v) {
+        float sum = 0f;
+        for (int i = 0; i < LANES; i++) {
+            sum += v.lane(i);
+        }
+        return sum;
+    }
+
+    /**
      * Loads {@link #LANES} little-endian fp16 values at {@code byteOffset} as fp32, exactly, for every finite
-     * input (normal or subnormal): the exponent and mantissa bits move into fp32 position and a multiply by
-     * 2^112 re-biases the exponent. Infinities and NaNs do not survive (the cache never stores them).
+     * input (normal or subnormal), in four vector operations: sign-extend to 32 bits, shift the fp16 fields
+     * into fp32 position ({@code << 13}: sign lands in bit 31, exponent in bits 23-27), clear the copies of
+     * the sign that the extension left in bits 28-30, and multiply by 2^112 to re-bias the exponent (which
+     * also scales subnormals right). Infinities and NaNs do not survive (the cache never stores them).
      */
     public static FloatVector load(MemorySegment segment, long byteOffset) {
         ShortVector half = ShortVector.fromMemorySegment(S, segment, byteOffset, ByteOrder.LITTLE_ENDIAN);
         IntVector bits = (IntVector) half.convertShape(VectorOperators.S2I, I, 0);
-        IntVector sign = bits.and(0x8000).lanewise(VectorOperators.LSHL, 16);
-        FloatVector magnitude = bits.and(0x7fff).lanewise(VectorOperators.LSHL, 13)
-                .reinterpretAsFloats().mul(HALF_TO_FLOAT_SCALE);
-        return magnitude.reinterpretAsInts().or(sign).reinterpretAsFloats();
+        return bits.lanewise(VectorOperators.LSHL, 13).and(0x8FFF_FFFF).reinterpretAsFloats().mul(HALF_TO_FLOAT_SCALE);
     }
 }

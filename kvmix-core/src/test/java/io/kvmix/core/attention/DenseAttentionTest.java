@@ -37,7 +37,8 @@ class DenseAttentionTest {
             DenseAttention.decode(q, keys, values, tokens, qHeads, kvHeads, d, scale, dense);
             try (LayerKvCache cache = LayerKvCache.fullPrecision(new KvGeometry(kvHeads, d, tokens, 0), 0)) {
                 cache.append(rowsK, 0, rowsV, 0, tokens);
-                float[] expected = FusedAttentionTest.oracle(cache, rowsK, rowsV, q, 1, qHeads, scale);
+                float[] expected = FusedAttentionTest.oracle(cache, rowsK, rowsV, q, 1, qHeads, scale,
+                        io.kvmix.core.cache.FpPrecision.FP16);
                 FusedAttentionTest.assertClose(expected, dense, "dense d=" + d);
             }
         }

@@ -1,5 +1,6 @@
 package io.kvmix.core.attention;
 
+import io.kvmix.core.cache.FpPrecision;
 import io.kvmix.core.cache.KvGeometry;
 import io.kvmix.core.cache.LayerKvCache;
 import io.kvmix.core.plan.LayerQuant;
@@ -48,13 +49,14 @@ class FusedAttentionTest {
         all.add(Arguments.of(new Case("K1V2 sinks 8", 1, 2, 2, 4, 64, 32, 0, 8, false)));
         all.add(Arguments.of(new Case("fp16 cache", 0, 0, 2, 4, 64, 32, 0, 0, false)));
         all.add(Arguments.of(new Case("fp16 cache sliding window 70", 0, 0, 2, 4, 64, 32, 70, 0, false)));
+        all.add(Arguments.of(new Case("fp32 cache", -1, -1, 2, 4, 72, 32, 0, 0, false)));
         return all.stream();
     }
 
     static LayerKvCache cacheFor(Case c, int maxTokens) {
         KvGeometry geometry = new KvGeometry(c.kvHeads, c.headDim, maxTokens, c.window);
-        if (c.kBits == 0) {
-            return LayerKvCache.fullPrecision(geometry, 0);
+        if (c.kBits <= 0) {
+            return LayerKvCache.fullPrecision(geometry, 0, c.kBits == 0 ? FpPrecision.FP16 : FpPrecision.FP32);
         }
         ResidualPolicy kPolicy = c.residualWindow ? new ResidualPolicy.Window(40) : ResidualPolicy.Ratio.referenceFor(c.kBits);
         ResidualPolicy vPolicy = c.residualWindow ? new ResidualPolicy.Window(40) : ResidualPolicy.Ratio.referenceFor(c.vBits);
@@ -70,9 +72,14 @@ class FusedAttentionTest {
         return x;
     }
 
-    /** Plain attention in double over decoded elements. */
+    /** {@code x} as a full-precision row of the cache holds it. */
+    static float stored(float x, FpPrecision precision) {
+        return precision == FpPrecision.FP16 ? Fp16.round(x) : x;
+    }
+
+    /** Plain attention in double over decoded elements; the last step's own tokens at {@code precision}. */
     static float[] oracle(LayerKvCache cache, float[] stepK, float[] stepV, float[] q, int queries, int qHeads,
-                          float scale) {
+                          float scale, FpPrecision precision) {
         int h = cache.geometry().kvHeads();
         int d = cache.geometry().headDim();
         int length = cache.length();
@@ -89,7 +96,7 @@ class FusedAttentionTest {
                 for (int t = first; t <= last; t++) {
                     double dot = 0;
                     for (int c = 0; c < d; c++) {
-                        float k = t >= stepStart ? Fp16.round(stepK[((t - stepStart) * h + head) * d + c])
+                        float k = t >= stepStart ? stored(stepK[((t - stepStart) * h + head) * d + c], precision)
                                 : cache.storedKey(t, head, c);
                         dot += (double) q[(i * qHeads + qh) * d + c] * k;
                     }
@@ -104,7 +111,7 @@ class FusedAttentionTest {
                 for (int c = 0; c < d; c++) {
                     double acc = 0;
                     for (int t = first; t <= last; t++) {
-                        float v = t >= stepStart ? Fp16.round(stepV[((t - stepStart) * h + head) * d + c])
+                        float v = t >= stepStart ? stored(stepV[((t - stepStart) * h + head) * d + c], precision)
                                 : cache.storedValue(t, head, c);
                         acc += p[t - first] * v;
                     }
@@ -142,7 +149,8 @@ class FusedAttentionTest {
                 cache.append(k, 0, v, 0, step);
                 int queries = Math.min(step, 9);
                 float[] q = gaussian(random, queries * c.qHeads * c.headDim, 1f);
-                float[] expected = oracle(cache, k, v, q, queries, c.qHeads, scale);
+                float[] expected = oracle(cache, k, v, q, queries, c.qHeads, scale,
+                        c.kBits < 0 ? FpPrecision.FP32 : FpPrecision.FP16);
                 float[] scalar = new float[expected.length];
                 float[] vector = new float[expected.length + 5];
                 FusedAttention.scalar().attend(cache, q, 0, queries, c.qHeads, scale, scalar, 0);

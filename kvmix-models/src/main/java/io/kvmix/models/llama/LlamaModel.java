@@ -3,6 +3,7 @@ package io.kvmix.models.llama;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.kvmix.core.attention.FusedAttention;
+import io.kvmix.core.cache.FpPrecision;
 import io.kvmix.core.cache.LayerKvCache;
 import io.kvmix.core.cache.ModelKvShape;
 import io.kvmix.core.cache.SequenceKvCache;
@@ -11,8 +12,9 @@ import io.kvmix.models.config.ModelConfig;
 import io.kvmix.models.ops.MatMul;
 import io.kvmix.models.ops.RmsNorm;
 import io.kvmix.models.ops.Rope;
-import io.kvmix.models.weights.Checkpoint;
+import io.kvmix.models.weights.FiniteCheck;
 import io.kvmix.models.weights.LlamaWeights;
+import io.kvmix.models.weights.MappedModel;
 import io.kvmix.models.weights.Tensor;
 
 import java.io.IOException;
@@ -31,28 +33,28 @@ import java.util.Set;
  */
 public final class LlamaModel implements AutoCloseable {
     private final ModelConfig config;
-    private final Checkpoint checkpoint;
+    private final MappedModel mapped;
     private final LlamaWeights weights;
     private final Rope rope;
     private final List<Integer> eosTokenIds;
 
-    private LlamaModel(ModelConfig config, Checkpoint checkpoint, LlamaWeights weights, List<Integer> eosTokenIds) {
-        this.config = config;
-        this.checkpoint = checkpoint;
-        this.weights = weights;
+    private LlamaModel(MappedModel mapped, List<Integer> eosTokenIds) {
+        this.config = mapped.config();
+        this.mapped = mapped;
+        this.weights = mapped.weights();
         this.rope = new Rope(config.headDim(), config.ropeTheta());
         this.eosTokenIds = eosTokenIds;
     }
 
     /** Loads {@code DIR/config.json}, the safetensors checkpoint and {@code generation_config.json} if present. */
     public static LlamaModel load(Path modelDir) {
-        ModelConfig config = ModelConfig.read(modelDir);
-        Checkpoint checkpoint = Checkpoint.open(modelDir);
+        MappedModel mapped = LlamaWeights.open(modelDir);
         try {
-            LlamaWeights weights = LlamaWeights.load(config, checkpoint);
-            return new LlamaModel(config, checkpoint, weights, eosTokens(modelDir, config));
+            LlamaModel model = new LlamaModel(mapped, eosTokens(modelDir, mapped.config()));
+            model.allTensors().forEach(FiniteCheck::requireFinite);
+            return model;
         } catch (RuntimeException e) {
-            checkpoint.close();
+            mapped.close();
             throw e;
         }
     }
@@ -84,6 +86,32 @@ public final class LlamaModel implements AutoCloseable {
         return eosTokenIds;
     }
 
+    /** Every weight tensor the forward pass reads (the embedding once even when tied to the LM head). */
+    private List<Tensor> allTensors() {
+        List<Tensor> all = new ArrayList<>();
+        all.add(weights.embedding());
+        for (LlamaWeights.Layer l : weights.layers()) {
+            all.addAll(List.of(l.attentionNorm(), l.qProj(), l.kProj(), l.vProj(), l.oProj(), l.mlpNorm(),
+                    l.gateProj(), l.upProj(), l.downProj()));
+        }
+        all.add(weights.finalNorm());
+        if (!weights.lmHeadIsEmbedding()) {
+            all.add(weights.lmHead());
+        }
+        return all;
+    }
+
+    /** Bytes of weights one decode step reads: every layer's matrices and norms, the final norm and the LM head. */
+    public long decodeWeightBytes() {
+        long total = weights.lmHead().data().byteSize();
+        for (Tensor t : allTensors()) {
+            if (t != weights.embedding()) {
+                total += t.data().byteSize();
+            }
+        }
+        return total;
+    }
+
     /** The cache shape of this model, with {@code max_position_embeddings} as capacity. */
     public ModelKvShape kvShape() {
         return new ModelKvShape(config.numHiddenLayers(), config.numAttentionHeads(), config.numKeyValueHeads(),
@@ -93,6 +121,11 @@ public final class LlamaModel implements AutoCloseable {
     /** A new sequence with an fp16 cache ({@code plan} null) or a KVmix cache. */
     public LlamaState newState(QuantPlan plan) {
         return new LlamaState(SequenceKvCache.create(kvShape(), plan));
+    }
+
+    /** A new sequence whose full-precision cache keeps tokens in {@code precision} (fp32: an explicit option). */
+    public LlamaState newState(QuantPlan plan, FpPrecision precision) {
+        return new LlamaState(SequenceKvCache.create(kvShape(), plan, precision));
     }
 
     /**
@@ -147,7 +180,7 @@ public final class LlamaModel implements AutoCloseable {
             LlamaWeights.Layer layer = weights.layers().get(l);
 
             // attention block: x += o_proj(attention(rope(q), rope(k), v))
-            norm(x, n, layer.inputLayernorm(), xn);
+            norm(x, n, layer.attentionNorm(), xn);
             matmul(layer.qProj(), xn, n, q);
             matmul(layer.kProj(), xn, n, k);
             matmul(layer.vProj(), xn, n, v);
@@ -164,7 +197,7 @@ public final class LlamaModel implements AutoCloseable {
             add(x, projected);
 
             // MLP block: x += down_proj(silu(gate_proj(x)) * up_proj(x))
-            norm(x, n, layer.postAttentionLayernorm(), xn);
+            norm(x, n, layer.mlpNorm(), xn);
             matmul(layer.gateProj(), xn, n, gate);
             matmul(layer.upProj(), xn, n, up);
             for (int i = 0; i < n * inter; i++) {
@@ -184,6 +217,12 @@ public final class LlamaModel implements AutoCloseable {
             float[] input = java.util.Arrays.copyOfRange(xn, first * hidden, (first + rows) * hidden);
             float[] out = new float[rows * vocab];
             matmul(weights.lmHead(), input, rows, out);
+            for (int i = 0; i < out.length; i++) {
+                if (!Float.isFinite(out[i])) {
+                    throw new ArithmeticException("lm_head: non-finite logit " + out[i] + " for token " + i % vocab
+                            + " at position " + positions[first + i / vocab] + " (sequence " + s + ")");
+                }
+            }
             logits.add(out);
             states.get(s).advance(tokens.get(s).length);
         }
@@ -234,6 +273,6 @@ public final class LlamaModel implements AutoCloseable {
 
     @Override
     public void close() {
-        checkpoint.close();
+        mapped.close();
     }
 }

@@ -39,7 +39,16 @@ public final class MatMul {
                     + inDim + "] " + dtype + ", x " + x.length + ", out " + out.length + ", tokens " + tokens);
         }
         Parallel.forRange(outDim, (from, to) -> {
-            for (int row = from; row < to; row++) {
+            int row = from;
+            if (tokens < 4) {
+                // Decode: four rows at a time keep four weight streams in flight and share each x load.
+                for (; row + 4 <= to; row += 4) {
+                    for (int t = 0; t < tokens; t++) {
+                        multiplyFourRows(w, dtype, row, outDim, inDim, x, t, out);
+                    }
+                }
+            }
+            for (; row < to; row++) {
                 multiplyRow(w, dtype, row, outDim, inDim, x, tokens, out);
             }
         });
@@ -63,10 +72,10 @@ public final class MatMul {
                 a2 = wv.fma(FloatVector.fromArray(F, x, x0 + 2 * inDim + i), a2);
                 a3 = wv.fma(FloatVector.fromArray(F, x, x0 + 3 * inDim + i), a3);
             }
-            float s0 = a0.reduceLanes(VectorOperators.ADD);
-            float s1 = a1.reduceLanes(VectorOperators.ADD);
-            float s2 = a2.reduceLanes(VectorOperators.ADD);
-            float s3 = a3.reduceLanes(VectorOperators.ADD);
+            float s0 = Fp16Vectors.sum(a0);
+            float s1 = Fp16Vectors.sum(a1);
+            float s2 = Fp16Vectors.sum(a2);
+            float s3 = Fp16Vectors.sum(a3);
             for (int i = vectorEnd; i < inDim; i++) {
                 float wi = scalar(w, dtype, rowOffset + (long) i * dtype.bytes());
                 s0 += wi * x[x0 + i];
@@ -93,12 +102,49 @@ public final class MatMul {
             for (; i < vectorEnd; i += LANES) {
                 a0 = load(w, dtype, rowOffset + (long) i * dtype.bytes()).fma(FloatVector.fromArray(F, x, x0 + i), a0);
             }
-            float s = a0.add(a1).reduceLanes(VectorOperators.ADD);
+            float s = Fp16Vectors.sum(a0.add(a1));
             for (; i < inDim; i++) {
                 s += scalar(w, dtype, rowOffset + (long) i * dtype.bytes()) * x[x0 + i];
             }
             out[t * outDim + row] = s;
         }
+    }
+
+    /** {@code out[t][row .. row+3]} for one token {@code t}. */
+    private static void multiplyFourRows(MemorySegment w, DType dtype, int row, int outDim, int inDim, float[] x,
+                                         int t, float[] out) {
+        long rowBytes = (long) inDim * dtype.bytes();
+        long r0 = row * rowBytes;
+        int x0 = t * inDim;
+        int vectorEnd = inDim - inDim % LANES;
+        FloatVector a0 = FloatVector.zero(F);
+        FloatVector a1 = FloatVector.zero(F);
+        FloatVector a2 = FloatVector.zero(F);
+        FloatVector a3 = FloatVector.zero(F);
+        for (int i = 0; i < vectorEnd; i += LANES) {
+            FloatVector xv = FloatVector.fromArray(F, x, x0 + i);
+            long at = r0 + (long) i * dtype.bytes();
+            a0 = load(w, dtype, at).fma(xv, a0);
+            a1 = load(w, dtype, at + rowBytes).fma(xv, a1);
+            a2 = load(w, dtype, at + 2 * rowBytes).fma(xv, a2);
+            a3 = load(w, dtype, at + 3 * rowBytes).fma(xv, a3);
+        }
+        float s0 = Fp16Vectors.sum(a0);
+        float s1 = Fp16Vectors.sum(a1);
+        float s2 = Fp16Vectors.sum(a2);
+        float s3 = Fp16Vectors.sum(a3);
+        for (int i = vectorEnd; i < inDim; i++) {
+            long at = r0 + (long) i * dtype.bytes();
+            s0 += scalar(w, dtype, at) * x[x0 + i];
+            s1 += scalar(w, dtype, at + rowBytes) * x[x0 + i];
+            s2 += scalar(w, dtype, at + 2 * rowBytes) * x[x0 + i];
+            s3 += scalar(w, dtype, at + 3 * rowBytes) * x[x0 + i];
+        }
+        int o = t * outDim + row;
+        out[o] = s0;
+        out[o + 1] = s1;
+        out[o + 2] = s2;
+        out[o + 3] = s3;
     }
 
     /** {@link Fp16Vectors#LANES} weights at {@code byteOffset} as fp32. */

@@ -1,6 +1,7 @@
 package io.kvmix.models.ops;
 
 import io.kvmix.models.config.DType;
+import io.kvmix.core.quant.Fp16Vectors;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorOperators;
 
@@ -29,7 +30,7 @@ public final class RmsNorm {
                 FloatVector v = FloatVector.fromArray(F, x, base + i);
                 squares = v.fma(v, squares);
             }
-            float sum = squares.reduceLanes(VectorOperators.ADD);
+            float sum = Fp16Vectors.sum(squares);
             for (; i < dim; i++) {
                 sum += x[base + i] * x[base + i];
             }

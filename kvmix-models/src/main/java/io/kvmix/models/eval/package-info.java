@@ -1,0 +1,2 @@
+/** Evaluation: decode perplexity through the cache (DESIGN.md accuracy protocol). */
+package io.kvmix.models.eval;
