@@ -121,8 +121,8 @@ public final class BenchCommand implements Callable<Integer> {
     private ChainedOptionsBuilder options(String include) {
         return new OptionsBuilder().include(include)
                 .forks(1)
-                .warmupIterations(quick ? 2 : 3).warmupTime(TimeValue.milliseconds(quick ? 500 : 1000))
-                .measurementIterations(quick ? 3 : 5).measurementTime(TimeValue.milliseconds(quick ? 500 : 1000))
+                .warmupIterations(quick ? 2 : 4).warmupTime(TimeValue.milliseconds(quick ? 500 : 1000))
+                .measurementIterations(quick ? 3 : 6).measurementTime(TimeValue.milliseconds(quick ? 500 : 1000))
                 .jvmArgsAppend("--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED",
                         "-Xmx12g");
     }

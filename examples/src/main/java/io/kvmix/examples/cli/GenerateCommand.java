@@ -111,9 +111,9 @@ public final class GenerateCommand implements Callable<Integer> {
                 }
                 out.println();
                 out.flush();
-                spec.commandLine().getErr().printf("%d new tokens, %.1f tokens/s decode%s%n",
-                        generation.newTokens().length, generation.decodeTokensPerSecond(),
-                        generation.stoppedAtEos() ? ", stopped at EOS" : "");
+                spec.commandLine().getErr().printf("%d new tokens, %.1f tokens/s decode, %s, %,d KV bytes%s%n",
+                        generation.newTokens().length, generation.decodeTokensPerSecond(), PlanOptions.describe(plan),
+                        generation.kvBytes().total(), generation.stoppedAtEos() ? ", stopped at EOS" : "");
             }
             return 0;
         }

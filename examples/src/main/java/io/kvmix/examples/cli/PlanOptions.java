@@ -42,6 +42,15 @@ public final class PlanOptions {
     @Option(names = "--sinks", paramLabel = "S", description = "Keep the first S tokens fp16 forever.")
     Integer sinks;
 
+    /** A few words for humans: "fp16", "uniform K2/V2", or the plan's rule and average bits. */
+    public static String describe(QuantPlan plan) {
+        if (plan == null) {
+            return "fp16";
+        }
+        return String.format(java.util.Locale.ROOT, "%s plan, avg K %.2f / V %.2f bits", plan.rule(),
+                plan.averageKeyBits(), plan.averageValueBits());
+    }
+
     /** Sets the residual window from a command's own spelling of the flag (memory's {@code --window R}). */
     void residualWindow(Integer tokens, String flag) {
         if (tokens != null && window != null) {

@@ -92,9 +92,9 @@ public final class PplCommand implements Callable<Integer> {
                 node.put("fp_bytes", result.kvBytes().fullPrecision());
                 JsonOutput.print(out, node);
             } else {
-                out.printf("decode perplexity %.4f over %d predictions in %d windows (%s cache; %,d KV bytes at the end)%n",
-                        result.perplexity(), result.predictions(), result.windows(),
-                        plan == null ? "fp16" : plan.rule(), result.kvBytes().total());
+                out.printf("decode perplexity %.4f over %d predictions in %d windows (%s; %,d KV bytes at the end)%n",
+                        result.perplexity(), result.predictions(), result.windows(), PlanOptions.describe(plan),
+                        result.kvBytes().total());
                 out.flush();
             }
             return 0;

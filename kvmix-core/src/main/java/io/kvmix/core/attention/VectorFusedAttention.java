@@ -310,8 +310,14 @@ public final class VectorFusedAttention implements FusedAttention {
                 even0 = ((FloatVector) w0.and(mask).convert(VectorOperators.I2F, 0)).fma(x, even0);
                 even1 = ((FloatVector) w1.and(mask).convert(VectorOperators.I2F, 0)).fma(x, even1);
             }
-            FloatVector.fromArray(F, acc, at + l).add(even0.add(odd0).mul(factor)).intoArray(acc, at + l);
-            FloatVector.fromArray(F, acc, at + l + LANES).add(even1.add(odd1).mul(factor)).intoArray(acc, at + l + LANES);
+            FloatVector sum0 = even0.add(odd0);
+            FloatVector sum1 = even1.add(odd1);
+            if (factor != 1f) {
+                sum0 = sum0.mul(factor);
+                sum1 = sum1.mul(factor);
+            }
+            FloatVector.fromArray(F, acc, at + l).add(sum0).intoArray(acc, at + l);
+            FloatVector.fromArray(F, acc, at + l + LANES).add(sum1).intoArray(acc, at + l + LANES);
         }
         for (; l < lanes; l += LANES) {
             IntVector w0 = IntVector.fromMemorySegment(I, block, wordOffset + 4L * l, ByteOrder.LITTLE_ENDIAN);

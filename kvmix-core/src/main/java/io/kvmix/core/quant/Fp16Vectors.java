@@ -30,16 +30,17 @@ public final class Fp16Vectors {
     }
 
     /**
-     * Sum of the lanes of {@code v}, always added in lane order. {@code reduceLanes(ADD)} adds in a different
-     * order before and after the JIT compiles the caller, so the same input could give different results
-     * within one run (and flip a quantized code downstream); this sum is the same in every tier.
+     * Sum of the lanes of {@code v} by a fixed halving tree (lane i + lane i + n/2, ...). {@code reduceLanes(ADD)}
+     * adds in a different order before and after the JIT compiles the caller, so the same input could give
+     * different results within one run (and flip a quantized code downstream); every step here is a
+     * lane-wise IEEE add, the same in every tier.
      */
     public static float sum(FloatVector v) {
-        float sum = 0f;
-        for (int i = 0; i < LANES; i++) {
-            sum += v.lane(i);
+        FloatVector t = v;
+        for (int half = LANES / 2; half >= 1; half /= 2) {
+            t = t.add(t.slice(half));
         }
-        return sum;
+        return t.lane(0);
     }
 
     /**
