@@ -124,7 +124,7 @@ public final class BenchCommand implements Callable<Integer> {
                 .warmupIterations(quick ? 2 : 4).warmupTime(TimeValue.milliseconds(quick ? 500 : 1000))
                 .measurementIterations(quick ? 3 : 6).measurementTime(TimeValue.milliseconds(quick ? 500 : 1000))
                 .jvmArgsAppend("--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED",
-                        "-Xmx12g");
+                        "-Xmx12g", "-XX:+UseParallelGC");
     }
 
     private static List<Measurement> run(ChainedOptionsBuilder options) throws RunnerException {
