@@ -62,7 +62,11 @@ public final class BenchCommand implements Callable<Integer> {
     @Spec
     CommandSpec spec;
 
-    /** One measurement: benchmark method, its parameters, mean seconds per op and its 99.9% error. */
+    /**
+     * One measurement: benchmark method, its parameters, the median seconds per op over the measured
+     * iterations (robust to the outlier iterations a shared VM produces), and half the range between the
+     * fastest and the slowest iteration.
+     */
     record Measurement(String benchmark, Map<String, String> params, double seconds, double errorSeconds) {
         String param(String name) {
             return params.getOrDefault(name, "");
@@ -143,8 +147,13 @@ public final class BenchCommand implements Callable<Integer> {
                 case "s/op" -> 1;
                 default -> throw new IllegalStateException("unexpected unit " + result.getPrimaryResult().getScoreUnit());
             };
+            double[] iterations = result.getBenchmarkResults().stream()
+                    .flatMap(b -> b.getIterationResults().stream())
+                    .mapToDouble(i -> i.getPrimaryResult().getScore() * toSeconds).sorted().toArray();
+            int n = iterations.length;
+            double median = n % 2 == 1 ? iterations[n / 2] : (iterations[n / 2 - 1] + iterations[n / 2]) / 2;
             results.add(new Measurement(name.substring(name.lastIndexOf('.', name.lastIndexOf('.') - 1) + 1), values,
-                    result.getPrimaryResult().getScore() * toSeconds, result.getPrimaryResult().getScoreError() * toSeconds));
+                    median, (iterations[n - 1] - iterations[0]) / 2));
         }
         return results;
     }
@@ -159,8 +168,8 @@ public final class BenchCommand implements Callable<Integer> {
             ObjectNode node = list.addObject();
             node.put("benchmark", m.benchmark());
             m.params().forEach(node::put);
-            node.put("seconds_per_op", m.seconds());
-            node.put("error_seconds", m.errorSeconds());
+            node.put("median_seconds_per_op", m.seconds());
+            node.put("half_range_seconds", m.errorSeconds());
         }
         return document;
     }
@@ -191,7 +200,8 @@ public final class BenchCommand implements Callable<Integer> {
 
     static String markdown(List<Measurement> results) {
         StringBuilder md = new StringBuilder();
-        md.append("Decode attention, 32 heads x 128, 1 query token (us per call, mean ± 99.9% error):\n\n");
+        md.append("Decode attention, 32 heads x 128, 1 query token (us per call: median of the measured iterations"
+                + " ± half their range):\n\n");
         md.append("| context | dense fp32 | fused fp16 cache | fused 2-bit | fused 3-bit | fused 4-bit | 2-bit vs fp32 | 3-bit vs fp32 | 4-bit vs fp32 |\n");
         md.append("|---|---|---|---|---|---|---|---|---|\n");
         for (String context : contexts(results)) {
