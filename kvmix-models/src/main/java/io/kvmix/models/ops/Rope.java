@@ -18,6 +18,11 @@ public final class Rope {
         }
     }
 
+    /** Angle per position of channel pair {@code i} (of {@code headDim / 2}): {@code 1 / theta^(2i / headDim)}. */
+    public float inverseFrequency(int pair) {
+        return invFreq[pair];
+    }
+
     /**
      * Rotates every head of {@code tokens} rows in place.
      *
