@@ -2,9 +2,11 @@ package io.kvmix.examples;
 
 import io.kvmix.core.plan.PlanValidationException;
 import io.kvmix.examples.bench.BenchCommand;
+import io.kvmix.examples.cli.DemoCommand;
 import io.kvmix.examples.cli.GenerateCommand;
 import io.kvmix.examples.cli.MemoryCommand;
 import io.kvmix.examples.cli.PplCommand;
+import io.kvmix.examples.cli.ProfileCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -16,7 +18,8 @@ import java.io.PrintWriter;
  */
 @Command(name = "kvmix", mixinStandardHelpOptions = true, version = "kvmix 0.1.0",
         description = "Mixed-precision (KVmix) KV-cache quantization for Llama/Mistral models.",
-        subcommands = {GenerateCommand.class, PplCommand.class, MemoryCommand.class, BenchCommand.class,
+        subcommands = {DemoCommand.class, ProfileCommand.class, GenerateCommand.class, PplCommand.class,
+                MemoryCommand.class, BenchCommand.class,
                 CommandLine.HelpCommand.class})
 public final class KvmixCli {
 
