@@ -132,6 +132,9 @@ class ProfileCommandTest {
         CliRun badTiers = CliRun.of("profile", "--model", MODEL, "--text", TEXT, "--tier-k-bits", "3,3", "--out", "x.json");
         assertEquals(1, badTiers.exitCode());
         assertTrue(badTiers.err().contains("--tier-k-bits 3,3: expected three widths"), badTiers.err());
+        CliRun badBudget = CliRun.of("demo", "--model", MODEL, "--text", TEXT, "--budget", "1.5");
+        assertEquals(1, badBudget.exitCode());
+        assertTrue(badBudget.err().contains("--budget 1.5: expected average key and value code bits K,V"), badBudget.err());
         CliRun noInput = CliRun.of("profile", "--model", MODEL, "--out", "x.json");
         assertEquals(2, noInput.exitCode());
     }

@@ -14,6 +14,7 @@ import io.kvmix.profiler.PlanBaselines;
 import io.kvmix.profiler.ProfileResult;
 import io.kvmix.profiler.allocation.Allocation;
 import io.kvmix.profiler.allocation.AllocationRule;
+import io.kvmix.profiler.allocation.BudgetRule;
 import io.kvmix.profiler.allocation.TiersRule;
 import io.kvmix.profiler.chart.ImportanceChart;
 import me.tongfei.progressbar.ProgressBar;
@@ -71,6 +72,10 @@ public final class DemoCommand implements Callable<Integer> {
     @Option(names = "--max-len", paramLabel = "L", defaultValue = "512", description = "Tokens per calibration prompt (default ${DEFAULT-VALUE}).")
     int maxLength;
 
+    @Option(names = "--budget", paramLabel = "K,V",
+            description = "Allocate with the budget rule at these average code bits (metadata not counted) instead of tiers.")
+    String budget;
+
     @Option(names = "--random-baselines", paramLabel = "N", defaultValue = "3",
             description = "Plans with the same bits on random layers (seeds 1..N; default ${DEFAULT-VALUE}, 0 for none).")
     int randomBaselines;
@@ -103,6 +108,7 @@ public final class DemoCommand implements Callable<Integer> {
     public Integer call() throws IOException {
         PrintWriter err = spec.commandLine().getErr();
         long start = System.nanoTime();
+        AllocationRule rule = allocationRule();
         Files.createDirectories(outDir);
         Split split = split();
 
@@ -112,7 +118,6 @@ public final class DemoCommand implements Callable<Integer> {
             profile = ProfileCommand.profile(profiler, split.calibration(), maxLength, err);
             headDim = profiler.config().headDim();
         }
-        AllocationRule rule = TiersRule.reference();
         Allocation allocation = rule.allocate(ProfileCommand.importanceOf(profile), QuantPlan.DEFAULT_GROUP_SIZE,
                 headDim, ProfileCommand.modelName(model));
         QuantPlan plan = allocation.plan();
@@ -158,6 +163,24 @@ public final class DemoCommand implements Callable<Integer> {
             out.flush();
         }
         return 0;
+    }
+
+    private AllocationRule allocationRule() {
+        if (budget == null) {
+            return TiersRule.reference();
+        }
+        String[] targets = budget.split(",", -1);
+        IllegalArgumentException malformed = new IllegalArgumentException(
+                "--budget " + budget + ": expected average key and value code bits K,V (e.g. 1.5,1.5)");
+        if (targets.length != 2) {
+            throw malformed;
+        }
+        try {
+            return new BudgetRule(Double.parseDouble(targets[0].strip()), Double.parseDouble(targets[1].strip()), false,
+                    BudgetRule.DEFAULT_FLOOR_BITS, BudgetRule.DEFAULT_CEILING_BITS);
+        } catch (NumberFormatException e) {
+            throw malformed;
+        }
     }
 
     /** Evaluation windows from the start of the text; calibration prompts from the tokens after them. */
