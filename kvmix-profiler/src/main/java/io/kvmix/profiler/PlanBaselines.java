@@ -3,9 +3,9 @@ package io.kvmix.profiler;
 import io.kvmix.core.plan.LayerQuant;
 import io.kvmix.core.plan.QuantPlan;
 import io.kvmix.core.plan.StreamQuant;
+import io.kvmix.profiler.allocation.LayerImportance;
 
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -29,10 +29,10 @@ public final class PlanBaselines {
      * important one (per stream): the plan's upgrades land on the least important layers.
      */
     public static QuantPlan leastImportant(QuantPlan plan) {
-        double[] keyImportance = requireImportance(plan.keyImportance(), "key");
-        double[] valueImportance = requireImportance(plan.valueImportance(), "value");
-        int[] keySource = reversedRanks(keyImportance);
-        int[] valueSource = reversedRanks(valueImportance);
+        LayerImportance importance = new LayerImportance(requireImportance(plan.keyImportance(), "key"),
+                requireImportance(plan.valueImportance(), "value"));
+        int[] keySource = reversedRanks(importance.keyRanking());
+        int[] valueSource = reversedRanks(importance.valueRanking());
         Map<String, Object> params = new LinkedHashMap<>(plan.ruleParams());
         params.put("moved_from", plan.rule());
         return reassigned(plan, keySource, valueSource, "least_important", params);
@@ -64,14 +64,10 @@ public final class PlanBaselines {
 
     /**
      * {@code source[i]}: the layer whose width layer {@code i} takes, so that the layer of importance
-     * rank {@code r} (0 = most important; ties by lower index) takes the width of rank {@code L-1-r}.
+     * rank {@code r} ({@code byImportance[r]}, most important first) takes the width of rank {@code L-1-r}.
      */
-    private static int[] reversedRanks(double[] importance) {
-        int layers = importance.length;
-        int[] byImportance = IntStream.range(0, layers).boxed()
-                .sorted(Comparator.<Integer>comparingDouble(layer -> importance[layer]).reversed()
-                        .thenComparingInt(layer -> layer))
-                .mapToInt(Integer::intValue).toArray();
+    private static int[] reversedRanks(int[] byImportance) {
+        int layers = byImportance.length;
         int[] source = new int[layers];
         for (int rank = 0; rank < layers; rank++) {
             source[byImportance[rank]] = byImportance[layers - 1 - rank];
