@@ -1,0 +1,209 @@
+// Append into the device KV cache and group quantize + pack (FORMAT.md sections 1-3).
+//
+// One launch per stream (keys or values) per append. The host (io.kvmix.cuda.DeviceStream) turns the
+// append into jobs, one per (sequence, FP row matrix touched): a job writes the new token rows into an
+// fp16 FP chunk [heads][G][D] (or into a sequence's sink rows [heads][S][D]) and, when the residual
+// policy spills that chunk, quantizes the whole chunk into one packed block. Grid: (jobs, kvHeads);
+// each CTA handles one head of one job.
+//
+// Built with -fmad=false, and every step of the quantizer spelled with an _rn intrinsic, so the codes
+// and metadata are bit-identical to io.kvmix.core.quant.ScalarGroupQuantizer.
+#include <cuda_fp16.h>
+#include "kvmix_format.cuh"
+
+namespace {
+
+using kvmix::RUN;
+
+// One job; the field order is written by io.kvmix.cuda.AppendJobs (48 bytes, little-endian).
+struct AppendJob {
+    unsigned long long rows;   // FP row matrix [heads][rowsPerHead][D] fp16 (a chunk, or one sequence's sinks)
+    unsigned long long block;  // head 0's packed matrix of the block to quantize the chunk into; 0: no spill
+    int rowsPerHead;           // G for a chunk, S for sink rows
+    int rowFrom, rowTo;        // rows [rowFrom, rowTo) are written from the input
+    int inputRow;              // input row of rowFrom
+    int sequence;              // batch index
+    int slot;                  // chunk/block index j of the sequence (token S + j*G is row 0); -1 for sinks
+    int firstToken;            // sequence position of row 0 (error messages)
+    int reserved;
+};
+
+// Error record (8 ints, host-readable): flag, kind, sequence, head, then
+//   non-finite input:  token, channel, fp32 bits of the value
+//   scale overflow:    first token of the block, first lane of the group, pack index (io.kvmix.core.quant.MatrixOrigin)
+constexpr int ERROR_NON_FINITE = 1;
+constexpr int ERROR_SCALE_OVERFLOW = 2;
+
+__device__ void report(int* errors, int kind, int sequence, int head, int token, int channel, int detail) {
+    if (atomicCAS(errors, 0, 1) == 0) {
+        errors[1] = kind;
+        errors[2] = sequence;
+        errors[3] = head;
+        errors[4] = token;
+        errors[5] = channel;
+        errors[6] = detail;
+    }
+}
+
+// Java's Math.min / Math.max on fp32: -0 is below +0.
+__device__ __forceinline__ float java_min(float a, float x) {
+    return (x < a || (x == a && signbit(x))) ? x : a;
+}
+__device__ __forceinline__ float java_max(float a, float x) {
+    return (x > a || (x == a && !signbit(x))) ? x : a;
+}
+
+// Geometry of one packed matrix (io.kvmix.core.quant.PackedLayout) over a shared fp16 tile
+// [G rows][tileStride] holding the chunk: element (lane, pack) is tile[lane * laneStride + pack * packStride].
+struct MatrixShape {
+    int laneLength, packLength, groupLength;
+    int laneStride, packStride;
+};
+
+// FORMAT.md section 1 for every group, then section 3 packing. meta: [2][metaCount] fp32 scratch.
+template <int BITS>
+__device__ void quantize_matrix(const __half* tile, const MatrixShape m, unsigned char* out, float* meta,
+                                int* errors, const AppendJob& job, int head, bool keys) {
+    constexpr int maxCode = (1 << BITS) - 1;
+    const int runs = (m.packLength + RUN - 1) / RUN;
+    const int groupsPerPack = m.laneLength / m.groupLength;
+    const int metaCount = m.packLength * groupsPerPack;
+    const long long codeBytes = 4LL * runs * BITS * m.laneLength;
+    __half* scalesOut = reinterpret_cast<__half*>(out + codeBytes);
+    __half* minsOut = scalesOut + metaCount;
+    float* scales = meta;
+    float* mins = meta + metaCount;
+
+    // Section 1: min, max and scale of each group; metadata index [group][pack].
+    for (int item = threadIdx.x; item < metaCount; item += blockDim.x) {
+        const int pack = item % m.packLength;
+        const int group = item / m.packLength;
+        const int firstLane = group * m.groupLength;
+        float lo = __int_as_float(0x7F800000);   // +inf
+        float hi = __int_as_float(0xFF800000);   // -inf
+        for (int lane = firstLane; lane < firstLane + m.groupLength; lane++) {
+            const float x = __half2float(tile[lane * m.laneStride + pack * m.packStride]);
+            lo = java_min(lo, x);
+            hi = java_max(hi, x);
+        }
+        const float scale = __fdiv_rn(__fsub_rn(hi, lo), (float) maxCode);
+        const __half scale16 = __float2half_rn(scale);
+        const float scaleValue = __half2float(scale16);
+        if (isinf(scaleValue)) {
+            report(errors, ERROR_SCALE_OVERFLOW, job.sequence, head, job.firstToken, firstLane, pack);
+        }
+        scalesOut[item] = scale16;
+        minsOut[item] = __float2half_rn(lo);
+        scales[item] = scaleValue;
+        mins[item] = lo;
+    }
+    __syncthreads();
+
+    // Section 3: each thread packs one run of 32 codes of one lane into BITS words.
+    for (int item = threadIdx.x; item < runs * m.laneLength; item += blockDim.x) {
+        const int run = item / m.laneLength;
+        const int lane = item % m.laneLength;
+        const int group = lane / m.groupLength;
+        uint32_t words[BITS] = {};
+#pragma unroll
+        for (int i = 0; i < RUN; i++) {
+            const int pack = run * RUN + i;
+            if (pack < m.packLength) {
+                const int at = group * m.packLength + pack;
+                const float scale = scales[at];
+                uint32_t code = 0;
+                if (scale != 0.0f) {
+                    const float x = __half2float(tile[lane * m.laneStride + pack * m.packStride]);
+                    const float y = __fadd_rn(__fdiv_rn(__fsub_rn(x, mins[at]), scale), 0.5f);
+                    code = (uint32_t) min(maxCode, max(0, (int) floorf(y)));
+                }
+                kvmix::run_put<BITS>(words, i, code);
+            }
+        }
+        uint32_t* wordsOut = reinterpret_cast<uint32_t*>(out);
+#pragma unroll
+        for (int k = 0; k < BITS; k++) {
+            wordsOut[(run * BITS + k) * m.laneLength + lane] = words[k];
+        }
+    }
+}
+
+__device__ __forceinline__ bool fp16_finite(float x) {
+    return fabsf(x) < 65520.0f;  // NaN compares false; |x| >= 65520 rounds to inf in fp16
+}
+
+}  // namespace
+
+// input:       new token rows [rows][inputRowStride] (fp16 if inputHalf, else fp32); head h's channels at h * D
+// fpTable:     [batch][tableStride] device address of each sequence's FP chunk j   (written for chunk jobs)
+// blockTable:  [batch][tableStride] device address of head 0's matrix of block j   (written for spill jobs)
+// headStride:  bytes between the matrices of consecutive heads of one block
+// errors:      8 ints, see report()
+extern "C" __global__ void __launch_bounds__(128)
+kvmix_append_stream(const AppendJob* jobs, const void* input, int inputHalf, int inputRowStride,
+                    int headDim, int groupSize, int bits, int keys, long long headStride,
+                    unsigned long long* fpTable, unsigned long long* blockTable, int tableStride, int* errors) {
+    extern __shared__ float shared[];
+    const AppendJob job = jobs[blockIdx.x];
+    const int head = blockIdx.y;
+    const int D = headDim;
+    const int tileStride = D + 2;  // +2 halves: column walks hit distinct banks
+    __half* rows = reinterpret_cast<__half*>(job.rows) + (size_t) head * job.rowsPerHead * D;
+    const bool spill = job.block != 0;
+    __half* tile = reinterpret_cast<__half*>(shared);
+
+    // New rows go to the FP chunk; a spilled chunk is also gathered whole into the tile.
+    const int firstRow = spill ? 0 : job.rowFrom;
+    const int lastRow = spill ? job.rowsPerHead : job.rowTo;
+    for (int idx = threadIdx.x; idx < (lastRow - firstRow) * D; idx += blockDim.x) {
+        const int row = firstRow + idx / D;
+        const int channel = idx % D;
+        __half value;
+        if (row >= job.rowFrom && row < job.rowTo) {
+            const size_t at = (size_t) (job.inputRow + row - job.rowFrom) * inputRowStride + (size_t) head * D + channel;
+            float x;
+            if (inputHalf) {
+                value = reinterpret_cast<const __half*>(input)[at];
+                x = __half2float(value);
+            } else {
+                x = reinterpret_cast<const float*>(input)[at];
+                value = __float2half_rn(x);
+            }
+            if (!fp16_finite(x)) {
+                report(errors, ERROR_NON_FINITE, job.sequence, head, job.firstToken + row, channel, __float_as_int(x));
+            }
+            rows[row * D + channel] = value;
+        } else {
+            value = rows[row * D + channel];
+        }
+        if (spill) {
+            tile[row * tileStride + channel] = value;
+        }
+    }
+    if (head == 0 && threadIdx.x == 0 && job.slot >= 0) {
+        fpTable[(size_t) job.sequence * tableStride + job.slot] = job.rows;
+        if (spill) {
+            blockTable[(size_t) job.sequence * tableStride + job.slot] = job.block;
+        }
+    }
+    if (!spill) {
+        return;
+    }
+    __syncthreads();
+
+    const int G = job.rowsPerHead;
+    MatrixShape m;
+    if (keys) {        // lane = token (G), pack = channel (D), one group of G tokens per channel
+        m = {G, D, G, tileStride, 1};
+    } else {           // lane = channel (D), pack = token (G), groups of min(G, D) channels per token
+        m = {D, G, min(G, D), 1, tileStride};
+    }
+    float* meta = shared + (G * tileStride + 1) / 2;
+    unsigned char* out = reinterpret_cast<unsigned char*>(job.block) + head * headStride;
+    switch (bits) {
+        case 1: quantize_matrix<1>(tile, m, out, meta, errors, job, head, keys); break;
+        case 2: quantize_matrix<2>(tile, m, out, meta, errors, job, head, keys); break;
+        case 3: quantize_matrix<3>(tile, m, out, meta, errors, job, head, keys); break;
+        default: quantize_matrix<4>(tile, m, out, meta, errors, job, head, keys); break;
+    }
+}
