@@ -17,10 +17,17 @@ cd "$ROOT"
 mvn -q -B -pl kvmix-cuda -am package -DskipTests
 rm -rf "$DEST/lib" "$DEST/test" "$DEST/junit" "$DEST/bench"
 mkdir -p "$DEST/lib" "$DEST/test" "$DEST/junit" "$DEST/bench"
-mvn -q -B -pl kvmix-cuda dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$DEST/lib" \
-    -DexcludeArtifactIds=kvmix-core
+# runtime jars + slf4j-simple (test scope) for log lines; JUnit itself comes with the console launcher
+mvn -q -B -pl kvmix-cuda dependency:copy-dependencies -DincludeScope=test -DoutputDirectory="$DEST/lib" \
+    -DexcludeArtifactIds=kvmix-core -DexcludeGroupIds=org.junit.jupiter,org.junit.platform,org.opentest4j,org.apiguardian
 cp kvmix-core/target/kvmix-core-*.jar kvmix-cuda/target/kvmix-cuda-*.jar "$DEST/lib/"
-cp "$(find ~/.m2/repository/org/slf4j/slf4j-simple -name 'slf4j-simple-*.jar' | sort | tail -1)" "$DEST/lib/"
+# jcuda-natives is 9.5 MB, mostly libraries the driver API never loads (NVPTX compiler, runtime, NVRTC):
+# keep only libJCudaDriver so the carried folder stays well inside the device tool's 64 MiB.
+natives="$(ls "$DEST"/lib/jcuda-natives-*.jar)"
+tmp="$(mktemp -d)"
+(cd "$tmp" && "$JAVA_HOME/bin/jar" --extract --file "$natives" && find lib -type f ! -name 'libJCudaDriver-*' -delete \
+    && rm "$natives" && "$JAVA_HOME/bin/jar" --create --file "$natives" -C "$tmp" .)
+rm -rf "$tmp"
 "$JAVA_HOME/bin/jar" --create --file "$DEST/test/kvmix-cuda-tests.jar" -C kvmix-cuda/target/test-classes .
 mvn -q -B dependency:copy -Dartifact="$JUNIT_CONSOLE" -DoutputDirectory="$DEST/junit"
 cp kvmix-cuda/bench/sdpa_baseline.py "$DEST/bench/"

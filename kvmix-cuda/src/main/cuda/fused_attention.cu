@@ -13,7 +13,10 @@
 //   [packedEnd, length)    FP rows            chunk j: fpTable[seq][j], rows [kvHeads][G][D] fp16
 // packedEnd is per stream (keys and values may differ) and never above the last append's first token:
 // that step's own tokens are read in full precision, as on the CPU.
-// The work unit is 32 consecutive tokens (one warp lane per token for keys): a run of a packed matrix.
+//
+// The work unit is 32 consecutive tokens, one run of a packed matrix. Keys: one lane per token, each
+// lane decoding its token's codes from words that the warp reads as 128-byte lines; values: one lane per
+// D/32 channels (a 16-byte load per plane). Each warp loads the next unit while it computes the current.
 #include <cuda_fp16.h>
 #include "kvmix_format.cuh"
 
@@ -26,23 +29,45 @@ constexpr int MAX_VALUE_GROUPS = 4;  // D / min(G, D) for D <= 128 and G >= 32
 constexpr int GROUP_PITCH = 33;      // per-group stride of the value-pass scratch: lanes of different groups use distinct banks
 #define NEG_INF (-__int_as_float(0x7F800000))  // -inf; a macro: __int_as_float is not constexpr
 
-template <int D, int GQ>
-struct Layout {
-    static constexpr int CPL = D / 32;  // channels per lane in the value pass
-    // per-warp scratch: keys q*scale [GQ][D]; values p*scale [GQ][MAX_VALUE_GROUPS][GROUP_PITCH]; final [GQ][D]
-    static constexpr int KEY_SCRATCH = GQ * D;
-    static constexpr int VALUE_SCRATCH = GQ * MAX_VALUE_GROUPS * GROUP_PITCH;
-    static constexpr int SCRATCH = KEY_SCRATCH > VALUE_SCRATCH ? KEY_SCRATCH : VALUE_SCRATCH;
-    // static shared floats: q [GQ][D], scratch [WARPS][SCRATCH], reduction [WARPS][GQ], max/sum [2][GQ]
-    static constexpr int FIXED = GQ * D + WARPS * SCRATCH + WARPS * GQ + 2 * GQ;
-};
-
-struct StreamArgs {
+// One stream of a cache; written once by io.kvmix.cuda.cache.DeviceBatchKvCache (little-endian, this order).
+struct StreamTables {
     const unsigned long long* blocks;  // [batch][tableStride]
     const unsigned long long* chunks;  // [batch][tableStride]
     const __half* sinks;               // [batch][kvHeads][S][D]
     long long headStride;
     int bits;
+    int reserved;
+};
+
+struct CacheParams {
+    StreamTables keys;
+    StreamTables values;
+    int kvHeads;
+    int groupSize;
+    int sinks;
+    int window;       // sliding window W, 0 for none
+    int tableStride;
+    int reserved;
+};
+
+template <int D, int GQ>
+struct Layout {
+    static constexpr int CPL = D / 32;  // channels per lane in the value pass
+    // per-warp scratch: keys q*scale [planes][GQ][D]; values p*scale [planes][GQ][MAX_VALUE_GROUPS][GROUP_PITCH];
+    // final sums [GQ][D]. Two planes for 3-bit codes (low 2 bits, high bit), else one.
+    static constexpr int KEY_SCRATCH = 2 * GQ * D;
+    static constexpr int VALUE_SCRATCH = 2 * GQ * MAX_VALUE_GROUPS * GROUP_PITCH;
+    static constexpr int SCRATCH = KEY_SCRATCH > VALUE_SCRATCH ? KEY_SCRATCH : VALUE_SCRATCH;
+    // static shared floats: q [GQ][D], scratch [WARPS][SCRATCH], reduction [WARPS][GQ], max/sum [2][GQ]
+    static constexpr int FIXED = GQ * D + WARPS * SCRATCH + WARPS * GQ + 2 * GQ;
+};
+
+// Where the 32 tokens of one unit live for this CTA's head (0: nothing of that kind to read).
+struct UnitSources {
+    unsigned long long keyMatrix;    // packed key matrix of the unit's block
+    unsigned long long keyRows;      // fp16 key row of the unit's first token
+    unsigned long long valueMatrix;
+    unsigned long long valueRows;
 };
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -51,62 +76,203 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-// Dot products of the GQ queries with the key of this lane's token, from a packed key matrix:
-// lane axis = G tokens, pack axis = D channels, one (scale, min) per channel.
-// dot = sum_c q_c * (code_c * scale_c + min_c) = sum_c (q_c * scale_c) * code_c + sum_c q_c * min_c.
-template <int BITS, int D, int GQ>
-__device__ __forceinline__ void packed_key_dots(const unsigned char* matrix, int groupSize, int laneInBlock,
-                                                const float* q, float* qScaled, float (&dot)[GQ]) {
-    constexpr int RUNS = D / RUN;
-    const int lane = threadIdx.x % 32;
-    const uint32_t* words = reinterpret_cast<const uint32_t*>(matrix);
+// The packed key words and metadata one lane needs for one unit: lane axis = G tokens (this lane's
+// token), pack axis = D channels, one (scale, min) per channel (this lane loads channels lane + 32 i).
+template <int BITS, int D>
+struct KeyUnit {
+    static constexpr int RUNS = D / RUN;
     uint32_t w[RUNS][BITS];
+    __half scale[RUNS];
+    __half min[RUNS];
+
+    __device__ __forceinline__ void load(unsigned long long matrix, int groupSize, int laneInBlock) {
+        if (matrix == 0) return;
+        const int lane = threadIdx.x % 32;
+        const uint32_t* words = reinterpret_cast<const uint32_t*>(matrix);
 #pragma unroll
-    for (int r = 0; r < RUNS; r++)
+        for (int r = 0; r < RUNS; r++)
 #pragma unroll
-        for (int k = 0; k < BITS; k++) w[r][k] = __ldg(words + (r * BITS + k) * groupSize + laneInBlock);
-    const __half* scales = reinterpret_cast<const __half*>(matrix + 4 * RUNS * BITS * groupSize);
-    const __half* mins = scales + D;
-    float bias[GQ];
+            for (int k = 0; k < BITS; k++) w[r][k] = __ldg(words + (r * BITS + k) * groupSize + laneInBlock);
+        const __half* scales = reinterpret_cast<const __half*>(matrix + 4ull * RUNS * BITS * groupSize);
 #pragma unroll
-    for (int g = 0; g < GQ; g++) bias[g] = 0.0f;
-#pragma unroll
-    for (int i = 0; i < RUNS; i++) {
-        const int c = lane + 32 * i;
-        const float scale = __half2float(scales[c]);
-        const float mn = __half2float(mins[c]);
-#pragma unroll
-        for (int g = 0; g < GQ; g++) {
-            qScaled[g * D + c] = q[g * D + c] * scale;
-            bias[g] += q[g * D + c] * mn;
+        for (int r = 0; r < RUNS; r++) {
+            scale[r] = scales[lane + 32 * r];
+            min[r] = scales[D + lane + 32 * r];
         }
     }
+
+    // dot_g = sum_c q_c * (code_c * scale_c + min_c) = sum_c (q_c * scale_c) * code_c + sum_c q_c * min_c,
+    // with (q_c * scale_c) pre-multiplied by 2^-offset of channel c's code in its half word (InPlace).
+    template <int GQ>
+    __device__ __forceinline__ void dots(const float* q, float* qScaled, float (&dot)[GQ]) const {
+        using Decode = kvmix::InPlace<BITS>;
+        float* qLow = qScaled;           // [GQ][D]
+        float* qHigh = qScaled + GQ * D;  // [GQ][D], 3-bit codes only
+        const int lane = threadIdx.x % 32;
+        const float lowWeight = kvmix::pow2(-Decode::lowOffset(lane));
+        const float highWeight = kvmix::pow2(Decode::LOW - Decode::highOffset(lane));
+        float bias[GQ];
 #pragma unroll
-    for (int g = 0; g < GQ; g++) dot[g] = warp_sum(bias[g]);
-    __syncwarp();
+        for (int g = 0; g < GQ; g++) bias[g] = 0.0f;
 #pragma unroll
-    for (int r = 0; r < RUNS; r++) {
-#pragma unroll
-        for (int i = 0; i < RUN; i += 4) {
-            const float c0 = kvmix::code_to_float(kvmix::run_code<BITS>(w[r], i));
-            const float c1 = kvmix::code_to_float(kvmix::run_code<BITS>(w[r], i + 1));
-            const float c2 = kvmix::code_to_float(kvmix::run_code<BITS>(w[r], i + 2));
-            const float c3 = kvmix::code_to_float(kvmix::run_code<BITS>(w[r], i + 3));
+        for (int r = 0; r < RUNS; r++) {
+            const int c = lane + 32 * r;
+            const float sc = __half2float(scale[r]);
+            const float mn = __half2float(min[r]);
 #pragma unroll
             for (int g = 0; g < GQ; g++) {
-                const float4 qs = *reinterpret_cast<const float4*>(qScaled + g * D + r * RUN + i);
-                dot[g] += qs.x * c0 + qs.y * c1 + qs.z * c2 + qs.w * c3;
+                const float qs = q[g * D + c] * sc;
+                qLow[g * D + c] = qs * lowWeight;
+                if constexpr (Decode::HIGH) qHigh[g * D + c] = qs * highWeight;
+                bias[g] += q[g * D + c] * mn;
+            }
+        }
+        __syncwarp();
+        float even[GQ], odd[GQ];  // two accumulators per head: shorter dependency chains
+#pragma unroll
+        for (int g = 0; g < GQ; g++) {
+            even[g] = warp_sum(bias[g]);
+            odd[g] = 0.0f;
+        }
+#pragma unroll
+        for (int r = 0; r < RUNS; r++) {
+            uint32_t lower[BITS], upper[BITS];
+            Decode::view(w[r], lower, upper);
+#pragma unroll
+            for (int i = 0; i < RUN; i += 4) {
+                float lo[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) lo[e] = Decode::low(lower, upper, i + e);
+#pragma unroll
+                for (int g = 0; g < GQ; g++) {
+                    const float4 qs = *reinterpret_cast<const float4*>(qLow + g * D + r * RUN + i);
+                    even[g] = fmaf(qs.x, lo[0], even[g]);
+                    odd[g] = fmaf(qs.y, lo[1], odd[g]);
+                    even[g] = fmaf(qs.z, lo[2], even[g]);
+                    odd[g] = fmaf(qs.w, lo[3], odd[g]);
+                }
+                if constexpr (Decode::HIGH) {
+                    float hi[4];
+#pragma unroll
+                    for (int e = 0; e < 4; e++) hi[e] = Decode::high(lower, upper, i + e);
+#pragma unroll
+                    for (int g = 0; g < GQ; g++) {
+                        const float4 qs = *reinterpret_cast<const float4*>(qHigh + g * D + r * RUN + i);
+                        even[g] = fmaf(qs.x, hi[0], even[g]);
+                        odd[g] = fmaf(qs.y, hi[1], odd[g]);
+                        even[g] = fmaf(qs.z, hi[2], even[g]);
+                        odd[g] = fmaf(qs.w, hi[3], odd[g]);
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < GQ; g++) dot[g] += even[g] + odd[g];
+        __syncwarp();
+    }
+};
+
+// The packed value words and metadata one lane needs for one unit: lane axis = D channels (this lane's
+// CPL channels), pack axis = G tokens (this unit's run), groups of groupLength channels per token (this
+// lane loads the metadata of token lane of the run).
+template <int BITS, int D>
+struct ValueUnit {
+    static constexpr int CPL = D / 32;
+    uint32_t w[CPL][BITS];
+    __half scale[MAX_VALUE_GROUPS];
+    __half min[MAX_VALUE_GROUPS];
+
+    __device__ __forceinline__ void load(unsigned long long matrix, int groupSize, int groups, int run) {
+        if (matrix == 0) return;
+        const int lane = threadIdx.x % 32;
+        const uint32_t* words = reinterpret_cast<const uint32_t*>(matrix);
+#pragma unroll
+        for (int k = 0; k < BITS; k++) {
+            const uint32_t* at = words + (run * BITS + k) * D + lane * CPL;
+            if constexpr (CPL == 4) {
+                const uint4 v = __ldg(reinterpret_cast<const uint4*>(at));
+                w[0][k] = v.x; w[1][k] = v.y; w[2][k] = v.z; w[3][k] = v.w;
+            } else if constexpr (CPL == 2) {
+                const uint2 v = __ldg(reinterpret_cast<const uint2*>(at));
+                w[0][k] = v.x; w[1][k] = v.y;
+            } else {
+#pragma unroll
+                for (int cc = 0; cc < CPL; cc++) w[cc][k] = __ldg(at + cc);
+            }
+        }
+        const int metaCount = groupSize * groups;
+        const __half* scales = reinterpret_cast<const __half*>(matrix + 4ull * (groupSize / RUN) * BITS * D);
+        const int token = run * RUN + lane;
+#pragma unroll
+        for (int grp = 0; grp < MAX_VALUE_GROUPS; grp++) {
+            if (grp < groups) {
+                scale[grp] = scales[grp * groupSize + token];
+                min[grp] = scales[metaCount + grp * groupSize + token];
             }
         }
     }
-    __syncwarp();
-}
+
+    // acc_c += sum_t (p_t * scale_tg) * code_tc over the unit's packed tokens, (p_t * scale_tg) pre-multiplied
+    // by 2^-offset of token t's code in its half word (InPlace); the sum_t p_t * min_tg part is added per token
+    // (lane) into minSum and spread over the group's channels at the end.
+    template <int GQ>
+    __device__ __forceinline__ void sums(const float (&p)[GQ], bool live, int groups, int groupLength,
+                                         float* pScaled, float (&acc)[GQ][D / 32],
+                                         float (&minSum)[GQ][MAX_VALUE_GROUPS]) const {
+        using Decode = kvmix::InPlace<BITS>;
+        constexpr int PLANE = GQ * MAX_VALUE_GROUPS * GROUP_PITCH;  // floats of one plane's table
+        const int lane = threadIdx.x % 32;
+        const float lowWeight = kvmix::pow2(-Decode::lowOffset(lane));
+        const float highWeight = kvmix::pow2(Decode::LOW - Decode::highOffset(lane));
+#pragma unroll
+        for (int grp = 0; grp < MAX_VALUE_GROUPS; grp++) {
+            if (grp < groups) {
+                const float sc = live ? __half2float(scale[grp]) : 0.0f;
+                const float mn = live ? __half2float(min[grp]) : 0.0f;
+#pragma unroll
+                for (int g = 0; g < GQ; g++) {
+                    const float ps = live ? p[g] * sc : 0.0f;
+                    pScaled[(g * MAX_VALUE_GROUPS + grp) * GROUP_PITCH + lane] = ps * lowWeight;
+                    if constexpr (Decode::HIGH) pScaled[PLANE + (g * MAX_VALUE_GROUPS + grp) * GROUP_PITCH + lane] = ps * highWeight;
+                    minSum[g][grp] += live ? p[g] * mn : 0.0f;
+                }
+            }
+        }
+        __syncwarp();
+        const int myGroup = lane * CPL / groupLength;
+        uint32_t lower[CPL][BITS], upper[CPL][BITS];
+#pragma unroll
+        for (int cc = 0; cc < CPL; cc++) Decode::view(w[cc], lower[cc], upper[cc]);
+#pragma unroll
+        for (int i = 0; i < RUN; i++) {
+            float lo[CPL];
+#pragma unroll
+            for (int cc = 0; cc < CPL; cc++) lo[cc] = Decode::low(lower[cc], upper[cc], i);
+#pragma unroll
+            for (int g = 0; g < GQ; g++) {
+                const float ps = pScaled[(g * MAX_VALUE_GROUPS + myGroup) * GROUP_PITCH + i];
+#pragma unroll
+                for (int cc = 0; cc < CPL; cc++) acc[g][cc] = fmaf(ps, lo[cc], acc[g][cc]);
+            }
+            if constexpr (Decode::HIGH) {
+                float hi[CPL];
+#pragma unroll
+                for (int cc = 0; cc < CPL; cc++) hi[cc] = Decode::high(lower[cc], upper[cc], i);
+#pragma unroll
+                for (int g = 0; g < GQ; g++) {
+                    const float ps = pScaled[PLANE + (g * MAX_VALUE_GROUPS + myGroup) * GROUP_PITCH + i];
+#pragma unroll
+                    for (int cc = 0; cc < CPL; cc++) acc[g][cc] = fmaf(ps, hi[cc], acc[g][cc]);
+                }
+            }
+        }
+        __syncwarp();
+    }
+};
 
 // Dot products of the GQ queries with one fp16 row of D channels.
 template <int D, int GQ>
 __device__ __forceinline__ void fp_key_dots(const __half* row, const float* q, float (&dot)[GQ]) {
-#pragma unroll
-    for (int g = 0; g < GQ; g++) dot[g] = 0.0f;
 #pragma unroll 4
     for (int c = 0; c < D; c += 8) {
         const uint4 raw = *reinterpret_cast<const uint4*>(row + c);
@@ -118,66 +284,6 @@ __device__ __forceinline__ void fp_key_dots(const __half* row, const float* q, f
             for (int g = 0; g < GQ; g++) dot[g] += q[g * D + c + 2 * e] * x.x + q[g * D + c + 2 * e + 1] * x.y;
         }
     }
-}
-
-// Adds p_t * value_t for the packed tokens of one run of a value matrix (lane axis = D channels,
-// pack axis = G tokens, groups of groupLength channels per token): this lane's CPL channels.
-// acc_c += sum_t (p_t * scale_tg) * code_tc; the sum_t p_t * min_tg part goes to minSum (lane = token).
-template <int BITS, int D, int GQ>
-__device__ __forceinline__ void packed_value_sums(const unsigned char* matrix, int groupSize, int groupLength,
-                                                  int run, const float (&p)[GQ], bool tokenLive,
-                                                  float* pScaled, float (&acc)[GQ][D / 32],
-                                                  float (&minSum)[GQ][MAX_VALUE_GROUPS]) {
-    constexpr int CPL = D / 32;
-    const int lane = threadIdx.x % 32;
-    const int groups = D / groupLength;
-    const uint32_t* words = reinterpret_cast<const uint32_t*>(matrix);
-    uint32_t w[CPL][BITS];
-#pragma unroll
-    for (int k = 0; k < BITS; k++) {
-        const uint32_t* at = words + (run * BITS + k) * D + lane * CPL;
-        if constexpr (CPL == 4) {
-            const uint4 v = __ldg(reinterpret_cast<const uint4*>(at));
-            w[0][k] = v.x; w[1][k] = v.y; w[2][k] = v.z; w[3][k] = v.w;
-        } else if constexpr (CPL == 2) {
-            const uint2 v = __ldg(reinterpret_cast<const uint2*>(at));
-            w[0][k] = v.x; w[1][k] = v.y;
-        } else {
-#pragma unroll
-            for (int cc = 0; cc < CPL; cc++) w[cc][k] = __ldg(at + cc);
-        }
-    }
-    const int metaCount = groupSize * groups;
-    const __half* scales = reinterpret_cast<const __half*>(matrix + 4 * (groupSize / RUN) * BITS * D);
-    const __half* mins = scales + metaCount;
-    const int token = run * RUN + lane;  // this lane's token within the block
-#pragma unroll
-    for (int grp = 0; grp < MAX_VALUE_GROUPS; grp++) {
-        if (grp < groups) {
-            const float scale = tokenLive ? __half2float(scales[grp * groupSize + token]) : 0.0f;
-            const float mn = tokenLive ? __half2float(mins[grp * groupSize + token]) : 0.0f;
-#pragma unroll
-            for (int g = 0; g < GQ; g++) {
-                pScaled[(g * MAX_VALUE_GROUPS + grp) * GROUP_PITCH + lane] = tokenLive ? p[g] * scale : 0.0f;
-                minSum[g][grp] += tokenLive ? p[g] * mn : 0.0f;
-            }
-        }
-    }
-    __syncwarp();
-    const int myGroup = lane * CPL / groupLength;
-#pragma unroll
-    for (int i = 0; i < RUN; i++) {
-        float codes[CPL];
-#pragma unroll
-        for (int cc = 0; cc < CPL; cc++) codes[cc] = kvmix::code_to_float(kvmix::run_code<BITS>(w[cc], i));
-#pragma unroll
-        for (int g = 0; g < GQ; g++) {
-            const float ps = pScaled[(g * MAX_VALUE_GROUPS + myGroup) * GROUP_PITCH + i];
-#pragma unroll
-            for (int cc = 0; cc < CPL; cc++) acc[g][cc] += ps * codes[cc];
-        }
-    }
-    __syncwarp();
 }
 
 // Adds p_t * row_t for one fp16 row (this lane's CPL channels).
@@ -207,21 +313,124 @@ __device__ __forceinline__ void fp_value_sums(const __half* row, const float* p,
     }
 }
 
+// What one CTA knows about its sequence, head and split.
+struct SplitView {
+    int length, keyPackedEnd, valuePackedEnd;
+    int first, last;        // visible tokens [first, last]
+    int sinkUnits, unitCount, firstUnit;
+
+    __device__ __forceinline__ int unitStart(int u, int sinks) const {
+        return u < sinkUnits ? u * RUN : sinks + (firstUnit + u - sinkUnits) * RUN;
+    }
+};
+
+// Pass 1 for one key width: scores of every unit of the warp (-inf where not visible).
+template <int BITS, int D, int GQ>
+__device__ void key_pass(const CacheParams& cache, const SplitView& v, const UnitSources* sources, const float* q,
+                         float* qScaled, float softmaxScale, float* scores, int scoreStride) {
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const int G = cache.groupSize;
+    auto laneInBlock = [&](int u) {
+        const int start = v.unitStart(u, cache.sinks);
+        return (start - cache.sinks) % G + lane;
+    };
+    KeyUnit<BITS, D> current;
+    if (warp < v.unitCount) current.load(sources[warp].keyMatrix, G, laneInBlock(warp));
+    for (int u = warp; u < v.unitCount; u += WARPS) {
+        KeyUnit<BITS, D> next;
+        if (u + WARPS < v.unitCount) next.load(sources[u + WARPS].keyMatrix, G, laneInBlock(u + WARPS));
+        const int start = v.unitStart(u, cache.sinks);
+        const int t = start + lane;
+        const bool isSink = u < v.sinkUnits;
+        const bool visible = t >= v.first && t <= v.last && (!isSink || t < cache.sinks);
+        float dot[GQ];
+#pragma unroll
+        for (int g = 0; g < GQ; g++) dot[g] = 0.0f;
+        if (sources[u].keyMatrix != 0) current.template dots<GQ>(q, qScaled, dot);
+        if (sources[u].keyRows != 0 && visible && (isSink || t >= v.keyPackedEnd)) {
+#pragma unroll
+            for (int g = 0; g < GQ; g++) dot[g] = 0.0f;
+            fp_key_dots<D, GQ>(reinterpret_cast<const __half*>(sources[u].keyRows) + (size_t) lane * D, q, dot);
+        }
+#pragma unroll
+        for (int g = 0; g < GQ; g++) scores[g * scoreStride + u * RUN + lane] = visible ? dot[g] * softmaxScale : NEG_INF;
+        current = next;
+    }
+}
+
+// Pass 2 for one value width: the warp's share of sum_t p_t * v_t.
+template <int BITS, int D, int GQ>
+__device__ void value_pass(const CacheParams& cache, const SplitView& v, const UnitSources* sources,
+                           const float* scores, int scoreStride, float* pScaled, float (&acc)[GQ][D / 32]) {
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    const int G = cache.groupSize;
+    const int groupLength = min(G, D);
+    const int groups = D / groupLength;
+    float minSum[GQ][MAX_VALUE_GROUPS];
+#pragma unroll
+    for (int g = 0; g < GQ; g++)
+#pragma unroll
+        for (int grp = 0; grp < MAX_VALUE_GROUPS; grp++) minSum[g][grp] = 0.0f;
+    auto runOf = [&](int u) { return ((v.unitStart(u, cache.sinks) - cache.sinks) % G) / RUN; };
+    ValueUnit<BITS, D> current;
+    if (warp < v.unitCount) current.load(sources[warp].valueMatrix, G, groups, runOf(warp));
+    for (int u = warp; u < v.unitCount; u += WARPS) {
+        ValueUnit<BITS, D> next;
+        if (u + WARPS < v.unitCount) next.load(sources[u + WARPS].valueMatrix, G, groups, runOf(u + WARPS));
+        const int start = v.unitStart(u, cache.sinks);
+        const float* p = scores + u * RUN;  // p[g * scoreStride + i] for token start + i
+        if (sources[u].valueMatrix != 0) {
+            const int t = start + lane;
+            const bool live = t < v.valuePackedEnd && t >= v.first && t <= v.last;
+            float pt[GQ];
+#pragma unroll
+            for (int g = 0; g < GQ; g++) pt[g] = p[g * scoreStride + lane];
+            current.template sums<GQ>(pt, live, groups, groupLength, pScaled, acc, minSum);
+        }
+        if (sources[u].valueRows != 0) {
+            const bool isSink = u < v.sinkUnits;
+            const int fpFrom = max(isSink ? start : max(start, v.valuePackedEnd), v.first);
+            const int fpTo = min(min(start + RUN, v.last + 1), isSink ? cache.sinks : start + RUN);
+            const __half* rows = reinterpret_cast<const __half*>(sources[u].valueRows);
+            for (int t = fpFrom; t < fpTo; t++) {
+                fp_value_sums<D, GQ>(rows + (size_t) (t - start) * D, p + (t - start), scoreStride, acc);
+            }
+        }
+        current = next;
+    }
+    // The min terms were summed per token (lane); every channel of a group gets its group's total.
+    const int myGroup = lane * (D / 32) / groupLength;
+#pragma unroll
+    for (int g = 0; g < GQ; g++) {
+#pragma unroll
+        for (int grp = 0; grp < MAX_VALUE_GROUPS; grp++) {
+            const float total = warp_sum(minSum[g][grp]);
+            if (grp == myGroup) {
+#pragma unroll
+                for (int cc = 0; cc < D / 32; cc++) acc[g][cc] += total;
+            }
+        }
+    }
+}
+
 template <int D, int GQ>
-__device__ void attend_split(const void* query, int queryHalf, float softmaxScale, const int* sequenceState,
-                             StreamArgs keys, StreamArgs values, int kvHeads, int groupSize, int sinks,
-                             int window, int tableStride, int splitUnits, float* partialAcc, float* partialStats) {
+__device__ void attend_split(const CacheParams* __restrict__ cacheParams, const int* __restrict__ sequenceState,
+                             const void* __restrict__ query, int queryHalf, float softmaxScale, int splitUnits,
+                             float* __restrict__ partialAcc, float* __restrict__ partialStats) {
     using L = Layout<D, GQ>;
     constexpr int CPL = L::CPL;
     __shared__ __align__(16) float shared[L::FIXED];
-    extern __shared__ float scores[];  // [GQ][unitCount * 32]: the launch's dynamic shared memory
+    extern __shared__ __align__(16) unsigned char dynamicShared[];
+    const CacheParams cache = *cacheParams;
     const int split = blockIdx.x;
     const int head = blockIdx.y;
     const int seq = blockIdx.z;
     const int splits = gridDim.x;
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
-    const int queryHeads = kvHeads * GQ;
+    const int queryHeads = cache.kvHeads * GQ;
 
     float* q = shared;                                    // [GQ][D]
     float* scratch = q + GQ * D + warp * L::SCRATCH;      // this warp's
@@ -229,59 +438,53 @@ __device__ void attend_split(const void* query, int queryHalf, float softmaxScal
     float* rowMax = reduction + WARPS * GQ;               // [GQ]
     float* rowSum = rowMax + GQ;                          // [GQ]
 
-    const int length = sequenceState[seq * 3];
-    const int keyPackedEnd = sequenceState[seq * 3 + 1];
-    const int valuePackedEnd = sequenceState[seq * 3 + 2];
-    const int last = length - 1;
-    const int first = window > 0 ? max(0, last - window + 1) : 0;
-    const int sinkUnits = split == 0 ? (sinks + RUN - 1) / RUN : 0;
-    const int unitCount = sinkUnits + splitUnits;
-    const int scoreStride = unitCount * RUN;
-    const int firstUnit = split * splitUnits;  // regular units: tokens sinks + 32 * u ..
-
-    // Sequence position of the first token of unit u of this CTA.
-    auto unitStart = [&](int u) { return u < sinkUnits ? u * RUN : sinks + (firstUnit + u - sinkUnits) * RUN; };
+    SplitView v;
+    v.length = sequenceState[seq * 3];
+    v.keyPackedEnd = sequenceState[seq * 3 + 1];
+    v.valuePackedEnd = sequenceState[seq * 3 + 2];
+    v.last = v.length - 1;
+    v.first = cache.window > 0 ? max(0, v.last - cache.window + 1) : 0;
+    v.sinkUnits = split == 0 ? (cache.sinks + RUN - 1) / RUN : 0;
+    v.unitCount = v.sinkUnits + splitUnits;
+    v.firstUnit = split * splitUnits;
+    const int scoreStride = v.unitCount * RUN;
+    UnitSources* sources = reinterpret_cast<UnitSources*>(dynamicShared);           // [unitCount]
+    float* scores = reinterpret_cast<float*>(sources + v.unitCount);                // [GQ][unitCount * 32]
 
     for (int i = threadIdx.x; i < GQ * D; i += THREADS) {
         const size_t at = ((size_t) seq * queryHeads + head * GQ) * D + i;
         q[i] = queryHalf ? __half2float(reinterpret_cast<const __half*>(query)[at])
                          : reinterpret_cast<const float*>(query)[at];
     }
-    __syncthreads();
-
-    // Pass 1: scores (scaled dot products), -inf where the token is not visible.
-    for (int u = warp; u < unitCount; u += WARPS) {
-        const int start = unitStart(u);
-        const int t = start + lane;
-        const bool isSink = u < sinkUnits;
-        const bool visible = t >= first && t <= last && (!isSink || t < sinks);
-        float dot[GQ];
-#pragma unroll
-        for (int g = 0; g < GQ; g++) dot[g] = 0.0f;
-        if (start <= last && start + RUN > first) {
-            if (isSink) {
-                if (visible) fp_key_dots<D, GQ>(keys.sinks + (((size_t) seq * kvHeads + head) * sinks + t) * D, q, dot);
+    // Where each unit's tokens live: one table lookup per unit, done once for the CTA.
+    for (int u = threadIdx.x; u < v.unitCount; u += THREADS) {
+        const int start = v.unitStart(u, cache.sinks);
+        UnitSources src = {0, 0, 0, 0};
+        if (start <= v.last && start + RUN > v.first) {
+            if (u < v.sinkUnits) {
+                const size_t row = (((size_t) seq * cache.kvHeads + head) * cache.sinks + start) * D;
+                src.keyRows = reinterpret_cast<unsigned long long>(cache.keys.sinks + row);
+                src.valueRows = reinterpret_cast<unsigned long long>(cache.values.sinks + row);
             } else {
-                const int j = (start - sinks) / groupSize;
-                const int inBlock = start - sinks - j * groupSize + lane;
-                if (start < keyPackedEnd) {
-                    const unsigned char* matrix = reinterpret_cast<const unsigned char*>(
-                            keys.blocks[(size_t) seq * tableStride + j]) + head * keys.headStride;
-                    switch (keys.bits) {
-                        case 1: packed_key_dots<1, D, GQ>(matrix, groupSize, inBlock, q, scratch, dot); break;
-                        case 2: packed_key_dots<2, D, GQ>(matrix, groupSize, inBlock, q, scratch, dot); break;
-                        case 3: packed_key_dots<3, D, GQ>(matrix, groupSize, inBlock, q, scratch, dot); break;
-                        default: packed_key_dots<4, D, GQ>(matrix, groupSize, inBlock, q, scratch, dot); break;
-                    }
-                }
-                if (t >= keyPackedEnd && visible) {
-                    const __half* chunk = reinterpret_cast<const __half*>(keys.chunks[(size_t) seq * tableStride + j]);
-                    fp_key_dots<D, GQ>(chunk + ((size_t) head * groupSize + inBlock) * D, q, dot);
-                }
+                const int j = (start - cache.sinks) / cache.groupSize;
+                const int inBlock = start - cache.sinks - j * cache.groupSize;
+                const size_t slot = (size_t) seq * cache.tableStride + j;
+                const size_t row = ((size_t) head * cache.groupSize + inBlock) * D * sizeof(__half);
+                if (start < v.keyPackedEnd) src.keyMatrix = cache.keys.blocks[slot] + head * cache.keys.headStride;
+                if (start + RUN > v.keyPackedEnd) src.keyRows = cache.keys.chunks[slot] + row;
+                if (start < v.valuePackedEnd) src.valueMatrix = cache.values.blocks[slot] + head * cache.values.headStride;
+                if (start + RUN > v.valuePackedEnd) src.valueRows = cache.values.chunks[slot] + row;
             }
         }
-#pragma unroll
-        for (int g = 0; g < GQ; g++) scores[g * scoreStride + u * RUN + lane] = visible ? dot[g] * softmaxScale : NEG_INF;
+        sources[u] = src;
+    }
+    __syncthreads();
+
+    switch (cache.keys.bits) {
+        case 1: key_pass<1, D, GQ>(cache, v, sources, q, scratch, softmaxScale, scores, scoreStride); break;
+        case 2: key_pass<2, D, GQ>(cache, v, sources, q, scratch, softmaxScale, scores, scoreStride); break;
+        case 3: key_pass<3, D, GQ>(cache, v, sources, q, scratch, softmaxScale, scores, scoreStride); break;
+        default: key_pass<4, D, GQ>(cache, v, sources, q, scratch, softmaxScale, scores, scoreStride); break;
     }
     __syncthreads();
 
@@ -332,67 +535,15 @@ __device__ void attend_split(const void* query, int queryHalf, float softmaxScal
 
     // Pass 2: weighted sum of the values.
     float acc[GQ][CPL];
-    float minSum[GQ][MAX_VALUE_GROUPS];
 #pragma unroll
-    for (int g = 0; g < GQ; g++) {
+    for (int g = 0; g < GQ; g++)
 #pragma unroll
         for (int cc = 0; cc < CPL; cc++) acc[g][cc] = 0.0f;
-#pragma unroll
-        for (int grp = 0; grp < MAX_VALUE_GROUPS; grp++) minSum[g][grp] = 0.0f;
-    }
-    const int valueGroupLength = min(groupSize, D);
-    for (int u = warp; u < unitCount; u += WARPS) {
-        const int start = unitStart(u);
-        if (start > last || start + RUN <= first) continue;
-        const float* p = scores + u * RUN;  // p[g * scoreStride + i] for token start + i
-        if (u < sinkUnits) {
-            const int end = min(min(start + RUN, sinks), last + 1);
-            for (int t = max(start, first); t < end; t++) {
-                fp_value_sums<D, GQ>(values.sinks + (((size_t) seq * kvHeads + head) * sinks + t) * D,
-                                     p + (t - start), scoreStride, acc);
-            }
-            continue;
-        }
-        const int j = (start - sinks) / groupSize;
-        const int inBlock = start - sinks - j * groupSize;
-        if (start < valuePackedEnd) {
-            const int t = start + lane;
-            const bool live = t < valuePackedEnd && t >= first && t <= last;
-            float pt[GQ];
-#pragma unroll
-            for (int g = 0; g < GQ; g++) pt[g] = p[g * scoreStride + lane];
-            const unsigned char* matrix = reinterpret_cast<const unsigned char*>(
-                    values.blocks[(size_t) seq * tableStride + j]) + head * values.headStride;
-            const int run = inBlock / RUN;
-            switch (values.bits) {
-                case 1: packed_value_sums<1, D, GQ>(matrix, groupSize, valueGroupLength, run, pt, live, scratch, acc, minSum); break;
-                case 2: packed_value_sums<2, D, GQ>(matrix, groupSize, valueGroupLength, run, pt, live, scratch, acc, minSum); break;
-                case 3: packed_value_sums<3, D, GQ>(matrix, groupSize, valueGroupLength, run, pt, live, scratch, acc, minSum); break;
-                default: packed_value_sums<4, D, GQ>(matrix, groupSize, valueGroupLength, run, pt, live, scratch, acc, minSum); break;
-            }
-        }
-        const int fpFrom = max(max(start, valuePackedEnd), first);
-        const int fpTo = min(start + RUN, last + 1);
-        if (fpFrom < fpTo) {
-            const __half* chunk = reinterpret_cast<const __half*>(values.chunks[(size_t) seq * tableStride + j]);
-            for (int t = fpFrom; t < fpTo; t++) {
-                fp_value_sums<D, GQ>(chunk + ((size_t) head * groupSize + inBlock + (t - start)) * D,
-                                     p + (t - start), scoreStride, acc);
-            }
-        }
-    }
-    // The min terms were summed per token (lane); every channel of a group gets its group's total.
-    const int myGroup = lane * CPL / valueGroupLength;
-#pragma unroll
-    for (int g = 0; g < GQ; g++) {
-#pragma unroll
-        for (int grp = 0; grp < MAX_VALUE_GROUPS; grp++) {
-            const float total = warp_sum(minSum[g][grp]);
-            if (grp == myGroup) {
-#pragma unroll
-                for (int cc = 0; cc < CPL; cc++) acc[g][cc] += total;
-            }
-        }
+    switch (cache.values.bits) {
+        case 1: value_pass<1, D, GQ>(cache, v, sources, scores, scoreStride, scratch, acc); break;
+        case 2: value_pass<2, D, GQ>(cache, v, sources, scores, scoreStride, scratch, acc); break;
+        case 3: value_pass<3, D, GQ>(cache, v, sources, scores, scoreStride, scratch, acc); break;
+        default: value_pass<4, D, GQ>(cache, v, sources, scores, scoreStride, scratch, acc); break;
     }
 
     // Sum the warps' accumulators; write the partial output [seq][queryHead][split][D] and (max, sum).
@@ -420,23 +571,17 @@ __device__ void attend_split(const void* query, int queryHalf, float softmaxScal
 
 }  // namespace
 
-// query:          [batch][kvHeads * GQ][D], fp16 if queryHalf else fp32
+// cache:          CacheParams (written once per cache)
 // sequenceState:  [batch][3] = length, keys' packedEnd, values' packedEnd
+// query:          [batch][kvHeads * GQ][D], fp16 if queryHalf else fp32
 // partialAcc:     [batch][queryHeads][splits][D] fp32;  partialStats: [batch][queryHeads][splits][2] (max, sum)
-#define KVMIX_ATTEND(D, GQ)                                                                                    \
-    extern "C" __global__ void __launch_bounds__(THREADS) kvmix_attend_d##D##_g##GQ(                           \
-            const void* query, int queryHalf, float softmaxScale, const int* sequenceState,                   \
-            const unsigned long long* keyBlocks, const unsigned long long* keyChunks, const __half* keySinks,  \
-            long long keyHeadStride, int keyBits,                                                              \
-            const unsigned long long* valueBlocks, const unsigned long long* valueChunks,                      \
-            const __half* valueSinks, long long valueHeadStride, int valueBits,                                \
-            int kvHeads, int groupSize, int sinks, int window, int tableStride, int splitUnits,                \
-            float* partialAcc, float* partialStats) {                                                          \
-        attend_split<D, GQ>(query, queryHalf, softmaxScale, sequenceState,                                    \
-                            StreamArgs{keyBlocks, keyChunks, keySinks, keyHeadStride, keyBits},                \
-                            StreamArgs{valueBlocks, valueChunks, valueSinks, valueHeadStride, valueBits},      \
-                            kvHeads, groupSize, sinks, window, tableStride, splitUnits, partialAcc,            \
-                            partialStats);                                                                     \
+// dynamic shared: unitCount * (32 + GQ * 32 * 4) bytes, unitCount = splitUnits + sink units
+#define KVMIX_ATTEND(D, GQ)                                                                                  \
+    extern "C" __global__ void __launch_bounds__(THREADS) kvmix_attend_d##D##_g##GQ(                         \
+            const CacheParams* cache, const int* sequenceState, const void* query, int queryHalf,           \
+            float softmaxScale, int splitUnits, float* partialAcc, float* partialStats) {                   \
+        attend_split<D, GQ>(cache, sequenceState, query, queryHalf, softmaxScale, splitUnits, partialAcc,   \
+                            partialStats);                                                                   \
     }
 
 KVMIX_ATTEND(64, 1)
@@ -450,8 +595,9 @@ KVMIX_ATTEND(128, 8)
 
 // Merges the splits of each (sequence, query head): grid (batch * queryHeads), headDim threads.
 // out: [batch][queryHeads][D], fp16 if outHalf else fp32.
-extern "C" __global__ void kvmix_attend_combine(const float* partialAcc, const float* partialStats, int splits,
-                                                int headDim, void* out, int outHalf) {
+extern "C" __global__ void kvmix_attend_combine(const float* __restrict__ partialAcc,
+                                                const float* __restrict__ partialStats, int splits, int headDim,
+                                                void* out, int outHalf) {
     const size_t row = blockIdx.x;
     const int c = threadIdx.x;
     const float* stats = partialStats + row * splits * 2;

@@ -60,7 +60,8 @@ struct MatrixShape {
     int laneStride, packStride;
 };
 
-// FORMAT.md section 1 for every group, then section 3 packing. meta: [2][metaCount] fp32 scratch.
+// FORMAT.md section 1 for every group, then section 3 packing. meta: [3][metaCount] fp32 scratch
+// (scales, mins, 1 / scales).
 template <int BITS>
 __device__ void quantize_matrix(const __half* tile, const MatrixShape m, unsigned char* out, float* meta,
                                 int* errors, const AppendJob& job, int head, bool keys) {
@@ -73,6 +74,7 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape m, unsigne
     __half* minsOut = scalesOut + metaCount;
     float* scales = meta;
     float* mins = meta + metaCount;
+    float* inverseScales = meta + 2 * metaCount;
 
     // Section 1: min, max and scale of each group; metadata index [group][pack].
     for (int item = threadIdx.x; item < metaCount; item += blockDim.x) {
@@ -96,6 +98,7 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape m, unsigne
         minsOut[item] = __float2half_rn(lo);
         scales[item] = scaleValue;
         mins[item] = lo;
+        inverseScales[item] = 1.0f / scaleValue;
     }
     __syncthreads();
 
@@ -114,7 +117,15 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape m, unsigne
                 uint32_t code = 0;
                 if (scale != 0.0f) {
                     const float x = __half2float(tile[lane * m.laneStride + pack * m.packStride]);
-                    const float y = __fadd_rn(__fdiv_rn(__fsub_rn(x, mins[at]), scale), 0.5f);
+                    const float d = __fsub_rn(x, mins[at]);
+                    // y = fl(fl(d / scale) + 0.5) and code = floor(y) as FORMAT.md says. A multiply by 1/scale is
+                    // within a few ulps (< 1e-5 for y < 17) of the quotient, so it gives the same floor unless
+                    // y lands within 1e-4 of an integer; only then is the IEEE division worth its cost.
+                    float y = __fadd_rn(__fmul_rn(d, inverseScales[at]), 0.5f);
+                    const float fraction = y - floorf(y);
+                    if (fraction < 1e-4f || fraction > 1.0f - 1e-4f) {
+                        y = __fadd_rn(__fdiv_rn(d, scale), 0.5f);
+                    }
                     code = (uint32_t) min(maxCode, max(0, (int) floorf(y)));
                 }
                 kvmix::run_put<BITS>(words, i, code);
@@ -132,58 +143,91 @@ __device__ __forceinline__ bool fp16_finite(float x) {
     return fabsf(x) < 65520.0f;  // NaN compares false; |x| >= 65520 rounds to inf in fp16
 }
 
+// Everything about one stream of one cache that does not change between appends; written once by
+// io.kvmix.cuda.cache.DeviceStream (field order and sizes are that writer's, little-endian).
+struct AppendParams {
+    unsigned long long* fpTable;     // [batch][tableStride] device address of each sequence's FP chunk j
+    unsigned long long* blockTable;  // [batch][tableStride] device address of head 0's matrix of block j
+    int* errors;                     // 8 ints, see report()
+    long long headStride;            // bytes between the matrices of consecutive heads of one block
+    int tableStride;
+    int inputRowStride;              // elements per input row: kvHeads * D
+    int headDim;
+    int groupSize;
+    int bits;
+    int keys;                        // 1: keys (per-channel groups), 0: values (per-token groups)
+};
+
 }  // namespace
 
-// input:       new token rows [rows][inputRowStride] (fp16 if inputHalf, else fp32); head h's channels at h * D
-// fpTable:     [batch][tableStride] device address of each sequence's FP chunk j   (written for chunk jobs)
-// blockTable:  [batch][tableStride] device address of head 0's matrix of block j   (written for spill jobs)
-// headStride:  bytes between the matrices of consecutive heads of one block
-// errors:      8 ints, see report()
+// jobs:   the append's jobs, one CTA per (job, kv head)
+// input:  new token rows [rows][kvHeads * D], fp16 if inputHalf else fp32; head h's channels at h * D
 extern "C" __global__ void __launch_bounds__(128)
-kvmix_append_stream(const AppendJob* jobs, const void* input, int inputHalf, int inputRowStride,
-                    int headDim, int groupSize, int bits, int keys, long long headStride,
-                    unsigned long long* fpTable, unsigned long long* blockTable, int tableStride, int* errors) {
+kvmix_append_stream(const AppendJob* __restrict__ jobs, const void* __restrict__ input, int inputHalf,
+                    const AppendParams* __restrict__ params) {
     extern __shared__ float shared[];
+    const AppendParams p = *params;
     const AppendJob job = jobs[blockIdx.x];
     const int head = blockIdx.y;
-    const int D = headDim;
+    const int D = p.headDim;
     const int tileStride = D + 2;  // +2 halves: column walks hit distinct banks
-    __half* rows = reinterpret_cast<__half*>(job.rows) + (size_t) head * job.rowsPerHead * D;
+    __half* __restrict__ rows = reinterpret_cast<__half*>(job.rows) + (size_t) head * job.rowsPerHead * D;
     const bool spill = job.block != 0;
     __half* tile = reinterpret_cast<__half*>(shared);
 
-    // New rows go to the FP chunk; a spilled chunk is also gathered whole into the tile.
+    // New rows go to the FP chunk; a spilled chunk is also gathered whole into the tile. 8 channels
+    // (16 bytes of fp16) per step.
     const int firstRow = spill ? 0 : job.rowFrom;
     const int lastRow = spill ? job.rowsPerHead : job.rowTo;
-    for (int idx = threadIdx.x; idx < (lastRow - firstRow) * D; idx += blockDim.x) {
-        const int row = firstRow + idx / D;
-        const int channel = idx % D;
-        __half value;
+    const int vectorsPerRow = D / 8;
+    for (int idx = threadIdx.x; idx < (lastRow - firstRow) * vectorsPerRow; idx += blockDim.x) {
+        const int row = firstRow + idx / vectorsPerRow;
+        const int channel = (idx % vectorsPerRow) * 8;
+        uint4 eight;
         if (row >= job.rowFrom && row < job.rowTo) {
-            const size_t at = (size_t) (job.inputRow + row - job.rowFrom) * inputRowStride + (size_t) head * D + channel;
-            float x;
+            const size_t at = (size_t) (job.inputRow + row - job.rowFrom) * p.inputRowStride + (size_t) head * D + channel;
+            float x[8];
             if (inputHalf) {
-                value = reinterpret_cast<const __half*>(input)[at];
-                x = __half2float(value);
+                eight = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(input) + at);
+                const __half2* h = reinterpret_cast<const __half2*>(&eight);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float2 f = __half22float2(h[e]);
+                    x[2 * e] = f.x;
+                    x[2 * e + 1] = f.y;
+                }
             } else {
-                x = reinterpret_cast<const float*>(input)[at];
-                value = __float2half_rn(x);
+                const float4* src = reinterpret_cast<const float4*>(reinterpret_cast<const float*>(input) + at);
+                const float4 a = src[0];
+                const float4 b = src[1];
+                x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
+                x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
+                __half2* h = reinterpret_cast<__half2*>(&eight);
+#pragma unroll
+                for (int e = 0; e < 4; e++) h[e] = __halves2half2(__float2half_rn(x[2 * e]), __float2half_rn(x[2 * e + 1]));
             }
-            if (!fp16_finite(x)) {
-                report(errors, ERROR_NON_FINITE, job.sequence, head, job.firstToken + row, channel, __float_as_int(x));
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                if (!fp16_finite(x[e])) {
+                    report(p.errors, ERROR_NON_FINITE, job.sequence, head, job.firstToken + row, channel + e,
+                           __float_as_int(x[e]));
+                }
             }
-            rows[row * D + channel] = value;
+            *reinterpret_cast<uint4*>(rows + (size_t) row * D + channel) = eight;
         } else {
-            value = rows[row * D + channel];
+            eight = *reinterpret_cast<const uint4*>(rows + (size_t) row * D + channel);
         }
         if (spill) {
-            tile[row * tileStride + channel] = value;
+            const __half2* h = reinterpret_cast<const __half2*>(&eight);
+            __half2* dst = reinterpret_cast<__half2*>(tile + row * tileStride + channel);
+#pragma unroll
+            for (int e = 0; e < 4; e++) dst[e] = h[e];
         }
     }
     if (head == 0 && threadIdx.x == 0 && job.slot >= 0) {
-        fpTable[(size_t) job.sequence * tableStride + job.slot] = job.rows;
+        p.fpTable[(size_t) job.sequence * p.tableStride + job.slot] = job.rows;
         if (spill) {
-            blockTable[(size_t) job.sequence * tableStride + job.slot] = job.block;
+            p.blockTable[(size_t) job.sequence * p.tableStride + job.slot] = job.block;
         }
     }
     if (!spill) {
@@ -193,17 +237,17 @@ kvmix_append_stream(const AppendJob* jobs, const void* input, int inputHalf, int
 
     const int G = job.rowsPerHead;
     MatrixShape m;
-    if (keys) {        // lane = token (G), pack = channel (D), one group of G tokens per channel
+    if (p.keys) {      // lane = token (G), pack = channel (D), one group of G tokens per channel
         m = {G, D, G, tileStride, 1};
     } else {           // lane = channel (D), pack = token (G), groups of min(G, D) channels per token
         m = {D, G, min(G, D), 1, tileStride};
     }
     float* meta = shared + (G * tileStride + 1) / 2;
-    unsigned char* out = reinterpret_cast<unsigned char*>(job.block) + head * headStride;
-    switch (bits) {
-        case 1: quantize_matrix<1>(tile, m, out, meta, errors, job, head, keys); break;
-        case 2: quantize_matrix<2>(tile, m, out, meta, errors, job, head, keys); break;
-        case 3: quantize_matrix<3>(tile, m, out, meta, errors, job, head, keys); break;
-        default: quantize_matrix<4>(tile, m, out, meta, errors, job, head, keys); break;
+    unsigned char* out = reinterpret_cast<unsigned char*>(job.block) + head * p.headStride;
+    switch (p.bits) {
+        case 1: quantize_matrix<1>(tile, m, out, meta, p.errors, job, head, p.keys); break;
+        case 2: quantize_matrix<2>(tile, m, out, meta, p.errors, job, head, p.keys); break;
+        case 3: quantize_matrix<3>(tile, m, out, meta, p.errors, job, head, p.keys); break;
+        default: quantize_matrix<4>(tile, m, out, meta, p.errors, job, head, p.keys); break;
     }
 }

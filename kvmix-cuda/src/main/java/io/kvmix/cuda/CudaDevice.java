@@ -9,8 +9,11 @@ import jcuda.driver.CUdevice_attribute;
 import jcuda.driver.CUevent;
 import jcuda.driver.CUfunction;
 import jcuda.driver.CUfunction_attribute;
+import jcuda.driver.CUgraph;
+import jcuda.driver.CUgraphExec;
 import jcuda.driver.CUmodule;
 import jcuda.driver.CUstream;
+import jcuda.driver.CUstreamCaptureMode;
 import jcuda.driver.JCudaDriver;
 
 import java.io.IOException;
@@ -204,6 +207,50 @@ public final class CudaDevice {
         }
         JCudaDriver.cuLaunchKernel(function, grid[0], grid[1], grid[2], threads, 1, 1, dynamicSharedBytes, stream,
                 Pointer.to(pointers), null);
+    }
+
+    /**
+     * Records the work {@code enqueue} puts on this device's stream into a CUDA graph instead of running it;
+     * {@link Graph#launch()} then replays it with one driver call (no per-kernel launch overhead).
+     */
+    public Graph capture(Runnable enqueue) {
+        bind();
+        JCudaDriver.cuStreamBeginCapture(stream, CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
+        CUgraph graph = new CUgraph();
+        try {
+            enqueue.run();
+        } finally {
+            JCudaDriver.cuStreamEndCapture(stream, graph);
+        }
+        CUgraphExec exec = new CUgraphExec();
+        JCudaDriver.cuGraphInstantiate(exec, graph, 0);
+        return new Graph(this, graph, exec);
+    }
+
+    /** A captured and instantiated CUDA graph, destroyed by {@link #close()}. */
+    public static final class Graph implements AutoCloseable {
+        private final CudaDevice device;
+        private final CUgraph graph;
+        private final CUgraphExec exec;
+
+        private Graph(CudaDevice device, CUgraph graph, CUgraphExec exec) {
+            this.device = device;
+            this.graph = graph;
+            this.exec = exec;
+        }
+
+        /** Enqueues the recorded work on the device's stream. */
+        public void launch() {
+            device.bind();
+            JCudaDriver.cuGraphLaunch(exec, device.stream());
+        }
+
+        @Override
+        public void close() {
+            device.bind();
+            JCudaDriver.cuGraphExecDestroy(exec);
+            JCudaDriver.cuGraphDestroy(graph);
+        }
     }
 
     /** A pair of CUDA events timing work on this device's stream. */

@@ -42,12 +42,13 @@ import java.util.stream.IntStream;
  *   <li>a check against kvmix-core on sequence 0: codes and metadata of every block bit for bit, and the
  *       attention's relative error.</li>
  * </ul>
- * Times are medians of CUDA-event measurements after a warm-up; an attention sample times
- * {@value #CALLS_PER_SAMPLE} back-to-back calls (launch overhead through JCuda is ~5 us per kernel).
+ * Times are medians of CUDA-event measurements after a warm-up; an attention sample replays a CUDA graph
+ * of {@value #CALLS_PER_SAMPLE} calls, so JCuda's per-launch overhead (tens of microseconds for a kernel
+ * with many parameters) is not counted; the JSON also gives the time with launches from Java.
  * Cache state: the prompt is appended as one prefill of T - 1 tokens and one decode token, with the
  * reference residual ratio for the width (so about 95% of the context is packed; the JSON gives the counts).
  *
- * <p>Usage: {@code DeviceBench [--sdpa sdpa.json] [--samples N]}
+ * <p>Usage: {@code DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name]}
  */
 public final class DeviceBench {
     private static final int HEAD_DIM = 128;
@@ -75,37 +76,46 @@ public final class DeviceBench {
     public static void main(String[] args) throws IOException {
         Path sdpaFile = null;
         int samples = 30;
+        List<String> shapeNames = SHAPES.stream().map(Shape::name).toList();
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--sdpa" -> sdpaFile = Path.of(args[++i]);
                 case "--samples" -> samples = Integer.parseInt(args[++i]);
+                case "--shapes" -> shapeNames = List.of(args[++i].split(","));
                 default -> throw new IllegalArgumentException("unknown argument " + args[i]
-                        + "; usage: DeviceBench [--sdpa sdpa.json] [--samples N]");
+                        + "; usage: DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name]");
             }
         }
         if (!CudaRuntime.isAvailable()) {
             System.err.println("DeviceBench: " + CudaRuntime.unavailableReason());
             System.exit(2);
         }
+        List<String> selected = shapeNames;
+        List<Shape> shapes = SHAPES.stream().filter(shape -> selected.contains(shape.name())).toList();
+        if (shapes.size() != selected.size()) {
+            throw new IllegalArgumentException("--shapes " + selected + ": known shapes are "
+                    + SHAPES.stream().map(Shape::name).toList());
+        }
         DeviceBench bench = new DeviceBench(CudaRuntime.device(), samples);
         JsonNode sdpa = sdpaFile == null ? null : bench.json.readTree(sdpaFile.toFile());
-        System.out.println(bench.json.writeValueAsString(bench.run(sdpa)));
+        System.out.println(bench.json.writeValueAsString(bench.run(shapes, sdpa)));
     }
 
-    private ObjectNode run(JsonNode sdpa) {
+    private ObjectNode run(List<Shape> shapes, JsonNode sdpa) {
         ObjectNode result = json.createObjectNode();
         ObjectNode deviceNode = result.putObject("device");
         deviceNode.put("name", device.name());
         deviceNode.put("compute_capability", device.computeCapability());
         deviceNode.put("multiprocessors", device.multiprocessors());
         deviceNode.put("ptx", device.ptxArch());
-        result.put("method", "medians of " + samples + " CUDA-event samples after warm-up; attention samples time "
-                + CALLS_PER_SAMPLE + " back-to-back calls (split kernel + combine kernel), fp16 queries and outputs;"
-                + " cache filled by a prefill of T-1 tokens plus one decode token, reference residual ratios, G=32");
+        result.put("method", "medians of " + samples + " CUDA-event samples after warm-up; an attention sample"
+                + " replays a CUDA graph of " + CALLS_PER_SAMPLE + " calls (split kernel + combine kernel), fp16"
+                + " queries and outputs; cache filled by a prefill of T-1 tokens plus one decode token, reference"
+                + " residual ratios, G=32");
         double copyBytesPerSecond = copyBandwidth(result.putObject("copy"));
-        ArrayNode shapes = result.putArray("shapes");
-        for (Shape shape : SHAPES) {
-            shapes.add(measure(shape, copyBytesPerSecond, sdpa == null ? null : sdpa.get(shape.name())));
+        ArrayNode measured = result.putArray("shapes");
+        for (Shape shape : shapes) {
+            measured.add(measure(shape, copyBytesPerSecond, sdpa == null ? null : sdpa.get(shape.name())));
         }
         return result;
     }
@@ -178,20 +188,15 @@ public final class DeviceBench {
                     }
                     long bytesRead = bytes.total() + 2L * 2 * queries.length;  // cache + fp16 queries and outputs
                     float scale = (float) (1 / Math.sqrt(HEAD_DIM));
-                    double[] millis = new double[samples];
-                    for (int i = -3; i < samples; i++) {
-                        timer.start();
-                        for (int c = 0; c < CALLS_PER_SAMPLE; c++) {
-                            cache.attendDevice(q, true, shape.queryHeads(), scale, o, true);
-                        }
-                        float ms = timer.stopMillis() / CALLS_PER_SAMPLE;
-                        if (i >= 0) {
-                            millis[i] = ms;
-                        }
-                    }
-                    double median = median(millis);
+                    int chosen = cache.splitUnits();
+                    double median = attentionMillis(cache, q, o, shape, scale, chosen, timer);
                     width.put("median_ms", median);
-                    width.put("split_tokens", 32 * cache.splitUnits());
+                    width.put("split_tokens", 32 * chosen);
+                    ObjectNode sweep = width.putObject("median_ms_by_split_tokens");
+                    for (int units : new int[] {2, 4, 8, 16, 32}) {
+                        sweep.put(Integer.toString(32 * units), attentionMillis(cache, q, o, shape, scale, units, timer));
+                    }
+                    width.put("median_ms_without_graph", streamAttentionMillis(cache, q, o, shape, scale, timer));
                     width.put("packed_key_tokens_seq0", shape.tokens() - cache.keyFpLength(0));
                     width.put("fp_key_tokens_seq0", cache.keyFpLength(0));
                     width.put("cache_bytes", bytes.total());
@@ -209,6 +214,48 @@ public final class DeviceBench {
             }
         }
         return out;
+    }
+
+    /**
+     * Median milliseconds of one attention call (split kernel + combine), from a CUDA graph of
+     * {@value #CALLS_PER_SAMPLE} calls replayed per sample: kernel time without host launch overhead.
+     */
+    private double attentionMillis(DeviceBatchKvCache cache, DeviceBuffer q, DeviceBuffer o, Shape shape, float scale,
+                                   int splitUnits, CudaDevice.EventTimer timer) {
+        cache.attendDevice(q, true, shape.queryHeads(), scale, o, true, splitUnits);  // sizes the partial buffers
+        try (CudaDevice.Graph graph = device.capture(() -> {
+            for (int c = 0; c < CALLS_PER_SAMPLE; c++) {
+                cache.attendDevice(q, true, shape.queryHeads(), scale, o, true, splitUnits);
+            }
+        })) {
+            double[] millis = new double[samples];
+            for (int i = -3; i < samples; i++) {
+                timer.start();
+                graph.launch();
+                float ms = timer.stopMillis() / CALLS_PER_SAMPLE;
+                if (i >= 0) {
+                    millis[i] = ms;
+                }
+            }
+            return median(millis);
+        }
+    }
+
+    /** The same calls launched one by one from Java (JCuda launch overhead included when it exceeds the kernels). */
+    private double streamAttentionMillis(DeviceBatchKvCache cache, DeviceBuffer q, DeviceBuffer o, Shape shape,
+                                         float scale, CudaDevice.EventTimer timer) {
+        double[] millis = new double[samples];
+        for (int i = -3; i < samples; i++) {
+            timer.start();
+            for (int c = 0; c < CALLS_PER_SAMPLE; c++) {
+                cache.attendDevice(q, true, shape.queryHeads(), scale, o, true);
+            }
+            float ms = timer.stopMillis() / CALLS_PER_SAMPLE;
+            if (i >= 0) {
+                millis[i] = ms;
+            }
+        }
+        return median(millis);
     }
 
     /** Prefill of tokens - 1 rows per sequence, then one decode token (the last row). */
@@ -277,14 +324,16 @@ public final class DeviceBench {
         prefillNode.put("fraction_of_copy_bandwidth", moved / (median / 1e3) / copyRate);
         prefillNode.put("input_plus_packed_bytes_per_s", (fp16Bytes + packedBytes) / (median / 1e3));
 
-        // decode: tokens 4096.. of the same rows (reused as new data), one per sequence per step
+        // decode: rows of the prompt reused as new tokens, one per sequence per step
         int[] one = new int[shape.batch()];
         Arrays.fill(one, 1);
-        int steps = Math.min(samples * 2, 60);
+        int steps = 40;
         double[] stepMillis = new double[steps];
         long rowBytes = 2L * cache.geometry().rowWidth() * shape.batch();
+        int spillingSteps = 0;
         for (int i = 0; i < steps; i++) {
             DeviceBatchKvCache.PreparedAppend append = cache.prepareAppend(one);
+            spillingSteps += append.quantizedGroups() > 0 ? 1 : 0;
             timer.start();
             append.launch(keyRows.address() + i * rowBytes, valueRows.address() + i * rowBytes, true);
             stepMillis[i] = timer.stopMillis();
@@ -292,10 +341,33 @@ public final class DeviceBench {
         }
         ObjectNode decode = out.putObject("decode_token");
         decode.put("steps", steps);
-        decode.put("median_ms", median(stepMillis));
-        decode.put("max_ms", Arrays.stream(stepMillis).max().orElseThrow());
-        decode.put("note", "kernels only (CUDA events around the two append launches); a step that spills "
-                + "groups under the residual policy quantizes them in the same launch");
+        decode.put("steps_that_quantize_groups", spillingSteps);
+        decode.put("median_ms_with_launch", median(stepMillis));
+        decode.put("max_ms_with_launch", Arrays.stream(stepMillis).max().orElseThrow());
+        DeviceBatchKvCache.PreparedAppend append = cache.prepareAppend(one);
+        while (append.quantizedGroups() > 0) {  // time a typical step: one that only writes the new rows
+            append.launch(keyRows.address(), valueRows.address(), true);
+            append.finish();
+            append = cache.prepareAppend(one);
+        }
+        DeviceBatchKvCache.PreparedAppend typical = append;
+        try (CudaDevice.Graph graph = device.capture(() -> {
+            for (int c = 0; c < CALLS_PER_SAMPLE; c++) {
+                typical.launch(keyRows.address(), valueRows.address(), true);
+            }
+        })) {
+            double[] replayMillis = new double[samples];
+            for (int i = 0; i < samples; i++) {
+                timer.start();
+                graph.launch();
+                replayMillis[i] = timer.stopMillis() / CALLS_PER_SAMPLE;
+            }
+            decode.put("median_ms", median(replayMillis));
+        }
+        typical.launch(keyRows.address(), valueRows.address(), true);
+        typical.finish();
+        decode.put("note", "median_ms: kernels of a step that quantizes nothing, replayed from a CUDA graph;"
+                + " *_with_launch: CUDA events around the two launches from Java, over " + steps + " steps");
         return out;
     }
 

@@ -11,7 +11,6 @@ import io.kvmix.cuda.DeviceBuffer;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
 
@@ -32,11 +31,14 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     private static final int THREADS = 128;
     /** Tokens per attention work unit (one warp lane per token, one run of a packed matrix). */
     private static final int UNIT = 32;
+    private static final int CTAS_PER_MULTIPROCESSOR = 8;
+    private static final int MIN_SPLIT_UNITS = 8;
+    private static final int MAX_SPLIT_UNITS = 32;
     /** Head dimensions and query heads per KV head that the attention kernels are built for. */
     public static final Set<Integer> HEAD_DIMS = Set.of(64, 128);
     public static final Set<Integer> QUERY_GROUPS = Set.of(1, 2, 4, 8);
-    /** Ints of one error record of the append kernel; one record per stream. */
-    private static final int ERROR_INTS = 8;
+    /** Bytes of struct CacheParams in fused_attention.cu: two StreamTables of 40 bytes and six ints. */
+    private static final int ATTENTION_PARAMS_BYTES = 104;
     private static final int ERROR_NON_FINITE = 1;
     private static final int ERROR_SCALE_OVERFLOW = 2;
 
@@ -48,9 +50,8 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     private final int batch;
     private final DeviceStream keys;
     private final DeviceStream values;
-    private final List<DeviceBuffer> owned = new ArrayList<>();
-    /** Errors of the append kernel: [keys | values][ERROR_INTS]; zero unless an append failed. */
-    private final DeviceBuffer errors;
+    /** struct CacheParams of fused_attention.cu: tables and shape, written once. */
+    private final DeviceBuffer attentionParams;
     /** [batch][3] per-sequence state for the attention, then the append jobs. */
     private final GrowableBuffer control;
     /** fp32 rows or queries uploaded from the host. */
@@ -90,8 +91,7 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         try {
             k = new DeviceStream(device, true, layer, geometry, quant.keys(), groupSize, quant.sinks(), batch);
             v = new DeviceStream(device, false, layer, geometry, quant.values(), groupSize, quant.sinks(), batch);
-            this.errors = own(device.allocate(2L * ERROR_INTS * 4, "layer " + layer + " append errors"));
-            errors.clear();
+            this.attentionParams = device.allocate(ATTENTION_PARAMS_BYTES, "layer " + layer + " attention parameters");
         } catch (RuntimeException e) {
             if (k != null) {
                 k.close();
@@ -99,11 +99,18 @@ public final class DeviceBatchKvCache implements BatchKvCache {
             if (v != null) {
                 v.close();
             }
-            owned.forEach(DeviceBuffer::close);
             throw e;
         }
         this.keys = k;
         this.values = v;
+        ByteBuffer params = ByteBuffer.allocateDirect(ATTENTION_PARAMS_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+        for (DeviceStream stream : List.of(keys, values)) {
+            params.putLong(stream.blockTableAddress()).putLong(stream.fpTableAddress()).putLong(stream.sinkRowsAddress())
+                    .putLong(stream.headStride()).putInt(stream.bits()).putInt(0);
+        }
+        params.putInt(geometry.kvHeads()).putInt(groupSize).putInt(quant.sinks()).putInt(geometry.slidingWindow())
+                .putInt(keys.tableStride()).putInt(0);
+        attentionParams.upload(params, ATTENTION_PARAMS_BYTES, 0);
         String name = "layer " + layer;
         this.control = new GrowableBuffer(name + " append jobs");
         this.staging = new GrowableBuffer(name + " host rows");
@@ -112,11 +119,6 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         this.output = new GrowableBuffer(name + " attention output");
         control.ensure(stateBytes());
         uploadState(ByteBuffer.allocateDirect(stateBytes()).order(ByteOrder.LITTLE_ENDIAN));
-    }
-
-    private DeviceBuffer own(DeviceBuffer buffer) {
-        owned.add(buffer);
-        return buffer;
     }
 
     public CudaDevice device() {
@@ -246,11 +248,16 @@ public final class DeviceBatchKvCache implements BatchKvCache {
             this.valueJobs = valueJobs;
         }
 
+        /** Groups of G tokens (keys and values, all sequences) this append quantizes. */
+        public int quantizedGroups() {
+            return keyJobs.spills() + valueJobs.spills();
+        }
+
         /** Enqueues the append kernels reading rows at device addresses {@code keyRows}, {@code valueRows}. */
         public void launch(long keyRows, long valueRows, boolean half) {
             long jobs = control.buffer().address() + stateBytes();
-            launchStream(keys, keyJobs, jobs, keyRows, half, 0);
-            launchStream(values, valueJobs, jobs + (long) DeviceStream.JOB_BYTES * keyJobs.jobCount(), valueRows, half, 1);
+            launchStream(keys, keyJobs, jobs, keyRows, half);
+            launchStream(values, valueJobs, jobs + (long) DeviceStream.JOB_BYTES * keyJobs.jobCount(), valueRows, half);
             launched = true;
         }
 
@@ -263,40 +270,39 @@ public final class DeviceBatchKvCache implements BatchKvCache {
             if (!launched) {
                 throw new IllegalStateException("layer " + layer + ": append finished before it was launched");
             }
-            int[] found = new int[2 * ERROR_INTS];
-            errors.download(found, found.length);
-            if (found[0] == 0 && found[ERROR_INTS] == 0) {
+            int[] keyErrors = keys.errors();
+            int[] valueErrors = values.errors();
+            if (keyErrors[0] == 0 && valueErrors[0] == 0) {
                 keyJobs.commit();
                 valueJobs.commit();
                 return;
             }
             keyJobs.rollBack();
             valueJobs.rollBack();
-            errors.clear();
+            keys.clearErrors();
+            values.clearErrors();
             uploadState(ByteBuffer.allocateDirect(stateBytes()).order(ByteOrder.LITTLE_ENDIAN));
-            boolean inKeys = found[0] != 0;
-            throw describe(inKeys, inKeys ? 0 : ERROR_INTS, found);
+            boolean inKeys = keyErrors[0] != 0;
+            throw describe(inKeys, inKeys ? keyErrors : valueErrors);
         }
     }
 
-    private void launchStream(DeviceStream stream, DeviceStream.Append jobs, long jobsAddress, long rows, boolean half,
-                              int errorRecord) {
+    private void launchStream(DeviceStream stream, DeviceStream.Append jobs, long jobsAddress, long rows, boolean half) {
         if (jobs.jobCount() == 0) {
             return;
         }
-        int tileFloats = (groupSize * (geometry.headDim() + 2) + 1) / 2;  // fp16 tile [G][D + 2], see the kernel
+        // fp16 tile [G][D + 2], then scales, mins and 1 / scales as fp32 (quantize_pack.cu)
+        int tileFloats = (groupSize * (geometry.headDim() + 2) + 1) / 2;
         int metaCount = stream.layout().metaCount();
-        int sharedBytes = 4 * (tileFloats + 2 * metaCount);
+        int sharedBytes = 4 * (tileFloats + 3 * metaCount);
         device.launch(device.kernel(QUANTIZE_MODULE, "kvmix_append_stream"),
                 new int[] {jobs.jobCount(), geometry.kvHeads(), 1}, THREADS, sharedBytes,
-                new long[] {jobsAddress}, new long[] {rows}, new int[] {half ? 1 : 0}, new int[] {geometry.rowWidth()},
-                new int[] {geometry.headDim()}, new int[] {groupSize}, new int[] {stream.bits()},
-                new int[] {stream == keys ? 1 : 0}, new long[] {stream.headStride()},
-                new long[] {stream.fpTableAddress()}, new long[] {stream.blockTableAddress()},
-                new int[] {stream.tableStride()}, new long[] {errors.address() + 4L * errorRecord * ERROR_INTS});
+                new long[] {jobsAddress}, new long[] {rows}, new int[] {half ? 1 : 0},
+                new long[] {stream.appendParamsAddress()});
     }
 
-    private QuantizationException describe(boolean inKeys, int at, int[] found) {
+    private QuantizationException describe(boolean inKeys, int[] found) {
+        int at = 0;
         String stream = inKeys ? "keys" : "values";
         int sequence = found[at + 2];
         int head = found[at + 3];
@@ -359,18 +365,13 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         long partials = (long) batch * queryHeads * splits;
         DeviceBuffer acc = partialAcc.ensure(4L * partials * d);
         DeviceBuffer stats = partialStats.ensure(8L * partials);
-        int sharedBytes = 4 * group * (sinkUnits + splitUnits) * UNIT;
+        // per unit: its four source addresses (32 bytes) and its fp32 scores for each query head
+        int sharedBytes = (sinkUnits + splitUnits) * (32 + 4 * group * UNIT);
         device.launch(device.kernel(ATTENTION_MODULE, "kvmix_attend_d" + d + "_g" + group),
                 new int[] {splits, kvHeads, batch}, THREADS, sharedBytes,
+                new long[] {attentionParams.address()}, new long[] {control.buffer().address()},
                 new long[] {queries.address()}, new int[] {queriesHalf ? 1 : 0}, new float[] {scale},
-                new long[] {control.buffer().address()},
-                new long[] {keys.blockTableAddress()}, new long[] {keys.fpTableAddress()}, new long[] {keys.sinkRowsAddress()},
-                new long[] {keys.headStride()}, new int[] {keys.bits()},
-                new long[] {values.blockTableAddress()}, new long[] {values.fpTableAddress()},
-                new long[] {values.sinkRowsAddress()}, new long[] {values.headStride()}, new int[] {values.bits()},
-                new int[] {kvHeads}, new int[] {groupSize}, new int[] {quant.sinks()},
-                new int[] {geometry.slidingWindow()}, new int[] {keys.tableStride()}, new int[] {splitUnits},
-                new long[] {acc.address()}, new long[] {stats.address()});
+                new int[] {splitUnits}, new long[] {acc.address()}, new long[] {stats.address()});
         device.launch(device.kernel(ATTENTION_MODULE, "kvmix_attend_combine"), new int[] {batch * queryHeads, 1, 1}, d, 0,
                 new long[] {acc.address()}, new long[] {stats.address()}, new int[] {splits}, new int[] {d},
                 new long[] {out.address()}, new int[] {outHalf ? 1 : 0});
@@ -386,13 +387,14 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     }
 
     /**
-     * Split length in units of 32 tokens: enough splits that batch x KV heads x splits is about 32 CTAs per
-     * multiprocessor (several waves, so the last one is short), but at least 4 units (128 tokens) per CTA.
+     * Split length in units of 32 tokens: about {@value #CTAS_PER_MULTIPROCESSOR} CTAs per multiprocessor over
+     * batch x KV heads x splits, each CTA taking between {@value #MIN_SPLIT_UNITS} and {@value #MAX_SPLIT_UNITS}
+     * units (long splits amortise a CTA's fixed work; the H200 sweep in bench/results-h200.json chose these).
      */
     public int splitUnits() {
         int pairs = batch * geometry.kvHeads();
-        int splits = ceilDiv(32 * device.multiprocessors(), pairs);
-        return Math.max(4, ceilDiv(regularUnits(), splits));
+        int splits = ceilDiv(CTAS_PER_MULTIPROCESSOR * device.multiprocessors(), pairs);
+        return Math.clamp(ceilDiv(regularUnits(), splits), MIN_SPLIT_UNITS, MAX_SPLIT_UNITS);
     }
 
     private static int ceilDiv(int a, int b) {
@@ -468,7 +470,7 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         partialAcc.close();
         partialStats.close();
         output.close();
-        owned.forEach(DeviceBuffer::close);
+        attentionParams.close();
     }
 
     /** A device buffer reallocated (contents dropped) when a larger one is needed. */

@@ -12,6 +12,7 @@ import io.kvmix.cuda.DeviceBuffer;
 
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.HashMap;
@@ -35,6 +36,10 @@ import java.util.Map;
 final class DeviceStream implements AutoCloseable {
     /** Bytes of one append job (struct AppendJob in quantize_pack.cu). */
     static final int JOB_BYTES = 48;
+    /** Bytes of struct AppendParams in quantize_pack.cu. */
+    private static final int APPEND_PARAMS_BYTES = 56;
+    /** Ints of the append kernel's error record: flag, kind, sequence, head, token, channel, detail, unused. */
+    static final int ERROR_INTS = 8;
 
     private final boolean keys;
     private final int heads;
@@ -50,6 +55,10 @@ final class DeviceStream implements AutoCloseable {
     private final DeviceBuffer sinkRows;
     private final DeviceBuffer fpTable;
     private final DeviceBuffer blockTable;
+    /** The append kernel's error record (8 ints), zero unless an append found bad input. */
+    private final DeviceBuffer errors;
+    /** struct AppendParams of quantize_pack.cu: what the append kernel needs beyond the jobs. */
+    private final DeviceBuffer appendParams;
     private final Sequence[] sequences;
 
     /** Bookkeeping of one sequence (mirrors KvStream + PackedPages). */
@@ -93,28 +102,36 @@ final class DeviceStream implements AutoCloseable {
         this.chunks = new DevicePool(device, 2L * heads * groupSize * headDim, name + " FP chunks");
         this.pages = new DevicePool(device, (long) heads * PackedPages.BLOCKS_PER_PAGE * layout.bytes(),
                 name + " packed pages");
-        DeviceBuffer sinkBuffer = null;
-        DeviceBuffer fp = null;
+        List<DeviceBuffer> allocated = new ArrayList<>();
         try {
-            sinkBuffer = sinks > 0 ? device.allocate(2L * batch * heads * sinks * headDim, name + " sink rows") : null;
-            fp = device.allocate(8L * batch * tableStride, name + " FP chunk table");
-            this.blockTable = device.allocate(8L * batch * tableStride, name + " block table");
+            this.sinkRows = sinks > 0 ? keep(allocated, device.allocate(2L * batch * heads * sinks * headDim,
+                    name + " sink rows")) : null;
+            this.fpTable = keep(allocated, device.allocate(8L * batch * tableStride, name + " FP chunk table"));
+            this.blockTable = keep(allocated, device.allocate(8L * batch * tableStride, name + " block table"));
+            this.errors = keep(allocated, device.allocate(4L * ERROR_INTS, name + " append errors"));
+            this.appendParams = keep(allocated, device.allocate(APPEND_PARAMS_BYTES, name + " append parameters"));
+            errors.clear();
+            ByteBuffer params = ByteBuffer.allocateDirect(APPEND_PARAMS_BYTES).order(ByteOrder.LITTLE_ENDIAN);
+            params.putLong(fpTable.address()).putLong(blockTable.address()).putLong(errors.address())
+                    .putLong(headStride()).putInt(tableStride).putInt(geometry.rowWidth()).putInt(headDim)
+                    .putInt(groupSize).putInt(bits()).putInt(keys ? 1 : 0);
+            appendParams.upload(params, APPEND_PARAMS_BYTES, 0);
         } catch (RuntimeException e) {
-            if (sinkBuffer != null) {
-                sinkBuffer.close();
-            }
-            if (fp != null) {
-                fp.close();
-            }
+            allocated.forEach(DeviceBuffer::close);
+            chunks.close();
+            pages.close();
             throw e;
         }
-        this.sinkRows = sinkBuffer;
-        this.fpTable = fp;
         int pageCount = (tableStride + PackedPages.BLOCKS_PER_PAGE - 1) / PackedPages.BLOCKS_PER_PAGE;
         this.sequences = new Sequence[batch];
         for (int s = 0; s < batch; s++) {
             sequences[s] = new Sequence(tableStride, pageCount, sinks);
         }
+    }
+
+    private static DeviceBuffer keep(List<DeviceBuffer> allocated, DeviceBuffer buffer) {
+        allocated.add(buffer);
+        return buffer;
     }
 
     String streamName() {
@@ -131,6 +148,21 @@ final class DeviceStream implements AutoCloseable {
 
     int tableStride() {
         return tableStride;
+    }
+
+    long appendParamsAddress() {
+        return appendParams.address();
+    }
+
+    /** The append kernel's error record; all zero when the last appends found no bad input. */
+    int[] errors() {
+        int[] found = new int[ERROR_INTS];
+        errors.download(found, ERROR_INTS);
+        return found;
+    }
+
+    void clearErrors() {
+        errors.clear();
     }
 
     long fpTableAddress() {
@@ -314,6 +346,11 @@ final class DeviceStream implements AutoCloseable {
             return jobs.size();
         }
 
+        /** Chunks this append quantizes into blocks. */
+        int spills() {
+            return (int) jobs.stream().filter(job -> job.block != 0).count();
+        }
+
         void writeJobs(ByteBuffer out) {
             jobs.forEach(job -> job.put(out));
         }
@@ -461,5 +498,7 @@ final class DeviceStream implements AutoCloseable {
         }
         fpTable.close();
         blockTable.close();
+        errors.close();
+        appendParams.close();
     }
 }

@@ -26,6 +26,18 @@ final class TestRows {
         return out;
     }
 
+    /**
+     * {@code count} multiples of 1/4 in [0, 3]: groups then often span exactly 0..3, so that 2-bit and 1-bit
+     * codes fall exactly halfway between two levels (the quantizer's rounding ties).
+     */
+    static float[] grid(Random random, int count) {
+        float[] out = new float[count];
+        for (int i = 0; i < count; i++) {
+            out[i] = random.nextInt(13) * 0.25f;
+        }
+        return out;
+    }
+
     /** Norm-wise relative error ||actual - expected|| / ||expected|| of {@code length} floats from {@code offset}. */
     static double relativeError(float[] expected, float[] actual, int offset, int length) {
         double diff = 0;
