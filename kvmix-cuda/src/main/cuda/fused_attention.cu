@@ -359,10 +359,65 @@ __device__ void key_pass(const CacheParams& cache, const SplitView& v, const Uni
     }
 }
 
+// Local softmax of one CTA: max and sum per query head over its tokens (into rowMax, rowSum); the scores
+// become exp(s - max). Every thread of the CTA calls it.
+template <int GQ>
+__device__ void local_softmax(float* scores, int scoreStride, float* reduction, float* rowMax, float* rowSum) {
+    const int warp = threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    float localMax[GQ];
+#pragma unroll
+    for (int g = 0; g < GQ; g++) {
+        float m = NEG_INF;
+        for (int i = threadIdx.x; i < scoreStride; i += THREADS) m = fmaxf(m, scores[g * scoreStride + i]);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        localMax[g] = m;
+    }
+    if (lane == 0) {
+#pragma unroll
+        for (int g = 0; g < GQ; g++) reduction[warp * GQ + g] = localMax[g];
+    }
+    __syncthreads();
+    if (threadIdx.x < GQ) {
+        float m = NEG_INF;
+        for (int w = 0; w < WARPS; w++) m = fmaxf(m, reduction[w * GQ + threadIdx.x]);
+        rowMax[threadIdx.x] = m;
+    }
+    __syncthreads();
+    float localSum[GQ];
+#pragma unroll
+    for (int g = 0; g < GQ; g++) {
+        const float m = rowMax[g];
+        float s = 0.0f;
+        for (int i = threadIdx.x; i < scoreStride; i += THREADS) {
+            const float e = m == NEG_INF ? 0.0f : expf(scores[g * scoreStride + i] - m);
+            scores[g * scoreStride + i] = e;
+            s += e;
+        }
+        localSum[g] = warp_sum(s);
+    }
+    __syncthreads();  // the reduction slots are reused below
+    if (lane == 0) {
+#pragma unroll
+        for (int g = 0; g < GQ; g++) reduction[warp * GQ + g] = localSum[g];
+    }
+    __syncthreads();
+    if (threadIdx.x < GQ) {
+        float s = 0.0f;
+        for (int w = 0; w < WARPS; w++) s += reduction[w * GQ + threadIdx.x];
+        rowSum[threadIdx.x] = s;
+    }
+
+    __syncthreads();
+}
+
 // Pass 2 for one value width: the warp's share of sum_t p_t * v_t.
+// The first unit's loads are issued before the softmax, so their latency hides behind it.
 template <int BITS, int D, int GQ>
 __device__ void value_pass(const CacheParams& cache, const SplitView& v, const UnitSources* sources,
-                           const float* scores, int scoreStride, float* pScaled, float (&acc)[GQ][D / 32]) {
+                           float* scores, int scoreStride, float* pScaled, float* reduction, float* rowMax,
+                           float* rowSum, float (&acc)[GQ][D / 32]) {
     const int warp = threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     const int G = cache.groupSize;
@@ -376,6 +431,7 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
     auto runOf = [&](int u) { return ((v.unitStart(u, cache.sinks) - cache.sinks) % G) / RUN; };
     ValueUnit<BITS, D> current;
     if (warp < v.unitCount) current.load(sources[warp].valueMatrix, G, groups, runOf(warp));
+    local_softmax<GQ>(scores, scoreStride, reduction, rowMax, rowSum);
     for (int u = warp; u < v.unitCount; u += WARPS) {
         ValueUnit<BITS, D> next;
         if (u + WARPS < v.unitCount) next.load(sources[u + WARPS].valueMatrix, G, groups, runOf(u + WARPS));
@@ -488,62 +544,17 @@ __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const 
     }
     __syncthreads();
 
-    // Local softmax: max and sum per query head over this CTA's tokens; scores become exp(s - max).
-    float localMax[GQ];
-#pragma unroll
-    for (int g = 0; g < GQ; g++) {
-        float m = NEG_INF;
-        for (int i = threadIdx.x; i < scoreStride; i += THREADS) m = fmaxf(m, scores[g * scoreStride + i]);
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-        localMax[g] = m;
-    }
-    if (lane == 0) {
-#pragma unroll
-        for (int g = 0; g < GQ; g++) reduction[warp * GQ + g] = localMax[g];
-    }
-    __syncthreads();
-    if (threadIdx.x < GQ) {
-        float m = NEG_INF;
-        for (int w = 0; w < WARPS; w++) m = fmaxf(m, reduction[w * GQ + threadIdx.x]);
-        rowMax[threadIdx.x] = m;
-    }
-    __syncthreads();
-    float localSum[GQ];
-#pragma unroll
-    for (int g = 0; g < GQ; g++) {
-        const float m = rowMax[g];
-        float s = 0.0f;
-        for (int i = threadIdx.x; i < scoreStride; i += THREADS) {
-            const float e = m == NEG_INF ? 0.0f : expf(scores[g * scoreStride + i] - m);
-            scores[g * scoreStride + i] = e;
-            s += e;
-        }
-        localSum[g] = warp_sum(s);
-    }
-    __syncthreads();  // the reduction slots are reused below
-    if (lane == 0) {
-#pragma unroll
-        for (int g = 0; g < GQ; g++) reduction[warp * GQ + g] = localSum[g];
-    }
-    __syncthreads();
-    if (threadIdx.x < GQ) {
-        float s = 0.0f;
-        for (int w = 0; w < WARPS; w++) s += reduction[w * GQ + threadIdx.x];
-        rowSum[threadIdx.x] = s;
-    }
-
-    // Pass 2: weighted sum of the values.
+    // Pass 2 (with the softmax): weighted sum of the values.
     float acc[GQ][CPL];
 #pragma unroll
     for (int g = 0; g < GQ; g++)
 #pragma unroll
         for (int cc = 0; cc < CPL; cc++) acc[g][cc] = 0.0f;
     switch (cache.values.bits) {
-        case 1: value_pass<1, D, GQ>(cache, v, sources, scores, scoreStride, scratch, acc); break;
-        case 2: value_pass<2, D, GQ>(cache, v, sources, scores, scoreStride, scratch, acc); break;
-        case 3: value_pass<3, D, GQ>(cache, v, sources, scores, scoreStride, scratch, acc); break;
-        default: value_pass<4, D, GQ>(cache, v, sources, scores, scoreStride, scratch, acc); break;
+        case 1: value_pass<1, D, GQ>(cache, v, sources, scores, scoreStride, scratch, reduction, rowMax, rowSum, acc); break;
+        case 2: value_pass<2, D, GQ>(cache, v, sources, scores, scoreStride, scratch, reduction, rowMax, rowSum, acc); break;
+        case 3: value_pass<3, D, GQ>(cache, v, sources, scores, scoreStride, scratch, reduction, rowMax, rowSum, acc); break;
+        default: value_pass<4, D, GQ>(cache, v, sources, scores, scoreStride, scratch, reduction, rowMax, rowSum, acc); break;
     }
 
     // Sum the warps' accumulators; write the partial output [seq][queryHead][split][D] and (max, sum).

@@ -53,23 +53,33 @@ __device__ __forceinline__ float java_max(float a, float x) {
     return (x > a || (x == a && !signbit(x))) ? x : a;
 }
 
-// Geometry of one packed matrix (io.kvmix.core.quant.PackedLayout) over a shared fp16 tile
-// [G rows][tileStride] holding the chunk: element (lane, pack) is tile[lane * laneStride + pack * packStride].
+// Geometry of one packed matrix (io.kvmix.core.quant.PackedLayout) over a shared fp16 tile [G][D + 2]
+// holding the chunk (token rows): element (lane, pack) is tile[lane * laneStride + pack * packStride].
+// Keys: lane = token (G), pack = channel (D), one group of G tokens per channel.
+// Values: lane = channel (D), pack = token (G), groups of min(G, D) channels per token.
+template <bool KEYS, int D>
 struct MatrixShape {
-    int laneLength, packLength, groupLength;
-    int laneStride, packStride;
+    static constexpr int TILE_STRIDE = D + 2;  // +2 halves: column walks hit distinct banks
+    int G;
+    __device__ int laneLength() const { return KEYS ? G : D; }
+    __device__ int packLength() const { return KEYS ? D : G; }
+    __device__ int groupLength() const { return KEYS ? G : min(G, D); }
+    __device__ static constexpr int laneStride() { return KEYS ? TILE_STRIDE : 1; }
+    __device__ static constexpr int packStride() { return KEYS ? 1 : TILE_STRIDE; }
 };
 
 // FORMAT.md section 1 for every group, then section 3 packing. meta: [3][metaCount] fp32 scratch
 // (scales, mins, 1 / scales).
-template <int BITS>
-__device__ void quantize_matrix(const __half* tile, const MatrixShape m, unsigned char* out, float* meta,
-                                int* errors, const AppendJob& job, int head, bool keys) {
+template <int BITS, bool KEYS, int D>
+__device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m, unsigned char* out, float* meta,
+                                int* errors, const AppendJob& job, int head) {
     constexpr int maxCode = (1 << BITS) - 1;
-    const int runs = (m.packLength + RUN - 1) / RUN;
-    const int groupsPerPack = m.laneLength / m.groupLength;
-    const int metaCount = m.packLength * groupsPerPack;
-    const long long codeBytes = 4LL * runs * BITS * m.laneLength;
+    const int laneLength = m.laneLength();
+    const int packLength = m.packLength();
+    const int groupLength = m.groupLength();
+    const int runs = (packLength + RUN - 1) / RUN;
+    const int metaCount = packLength * (laneLength / groupLength);
+    const long long codeBytes = 4LL * runs * BITS * laneLength;
     __half* scalesOut = reinterpret_cast<__half*>(out + codeBytes);
     __half* minsOut = scalesOut + metaCount;
     float* scales = meta;
@@ -78,13 +88,14 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape m, unsigne
 
     // Section 1: min, max and scale of each group; metadata index [group][pack].
     for (int item = threadIdx.x; item < metaCount; item += blockDim.x) {
-        const int pack = item % m.packLength;
-        const int group = item / m.packLength;
-        const int firstLane = group * m.groupLength;
+        const int pack = item % packLength;
+        const int group = item / packLength;
+        const int firstLane = group * groupLength;
         float lo = __int_as_float(0x7F800000);   // +inf
         float hi = __int_as_float(0xFF800000);   // -inf
-        for (int lane = firstLane; lane < firstLane + m.groupLength; lane++) {
-            const float x = __half2float(tile[lane * m.laneStride + pack * m.packStride]);
+        const __half* column = tile + pack * m.packStride();
+        for (int lane = firstLane; lane < firstLane + groupLength; lane++) {
+            const float x = __half2float(column[lane * m.laneStride()]);
             lo = java_min(lo, x);
             hi = java_max(hi, x);
         }
@@ -103,39 +114,47 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape m, unsigne
     __syncthreads();
 
     // Section 3: each thread packs one run of 32 codes of one lane into BITS words.
-    for (int item = threadIdx.x; item < runs * m.laneLength; item += blockDim.x) {
-        const int run = item / m.laneLength;
-        const int lane = item % m.laneLength;
-        const int group = lane / m.groupLength;
+    for (int item = threadIdx.x; item < runs * laneLength; item += blockDim.x) {
+        const int run = item / laneLength;
+        const int lane = item % laneLength;
+        const int group = lane / groupLength;
+        const __half* row = tile + lane * m.laneStride() + run * RUN * m.packStride();
+        const int meta0 = group * packLength + run * RUN;
         uint32_t words[BITS] = {};
 #pragma unroll
         for (int i = 0; i < RUN; i++) {
-            const int pack = run * RUN + i;
-            if (pack < m.packLength) {
-                const int at = group * m.packLength + pack;
-                const float scale = scales[at];
-                uint32_t code = 0;
-                if (scale != 0.0f) {
-                    const float x = __half2float(tile[lane * m.laneStride + pack * m.packStride]);
-                    const float d = __fsub_rn(x, mins[at]);
-                    // y = fl(fl(d / scale) + 0.5) and code = floor(y) as FORMAT.md says. A multiply by 1/scale is
-                    // within a few ulps (< 1e-5 for y < 17) of the quotient, so it gives the same floor unless
-                    // y lands within 1e-4 of an integer; only then is the IEEE division worth its cost.
-                    float y = __fadd_rn(__fmul_rn(d, inverseScales[at]), 0.5f);
-                    const float fraction = y - floorf(y);
-                    if (fraction < 1e-4f || fraction > 1.0f - 1e-4f) {
-                        y = __fadd_rn(__fdiv_rn(d, scale), 0.5f);
-                    }
-                    code = (uint32_t) min(maxCode, max(0, (int) floorf(y)));
+            if (run * RUN + i < packLength) {
+                const float scale = scales[meta0 + i];
+                const float d = __fsub_rn(__half2float(row[i * m.packStride()]), mins[meta0 + i]);
+                // y = fl(fl(d / scale) + 0.5) and code = floor(y) as FORMAT.md says. A multiply by 1/scale is
+                // within a few ulps (< 1e-5 for y < 17) of the quotient, so it gives the same floor unless
+                // y lands within 1e-4 of an integer; only then is the IEEE division worth its cost.
+                float y = __fadd_rn(__fmul_rn(d, inverseScales[meta0 + i]), 0.5f);
+                const float fraction = __fsub_rn(y, floorf(y));
+                if (scale != 0.0f && (fraction < 1e-4f || fraction > 1.0f - 1e-4f)) {
+                    y = __fadd_rn(__fdiv_rn(d, scale), 0.5f);
                 }
+                const uint32_t code = scale == 0.0f ? 0u : (uint32_t) min(maxCode, max(0, (int) floorf(y)));
                 kvmix::run_put<BITS>(words, i, code);
             }
         }
         uint32_t* wordsOut = reinterpret_cast<uint32_t*>(out);
 #pragma unroll
         for (int k = 0; k < BITS; k++) {
-            wordsOut[(run * BITS + k) * m.laneLength + lane] = words[k];
+            wordsOut[(run * BITS + k) * laneLength + lane] = words[k];
         }
+    }
+}
+
+template <bool KEYS, int D>
+__device__ void quantize_chunk(const __half* tile, int groupSize, int bits, unsigned char* out, float* meta,
+                               int* errors, const AppendJob& job, int head) {
+    const MatrixShape<KEYS, D> m{groupSize};
+    switch (bits) {
+        case 1: quantize_matrix<1, KEYS, D>(tile, m, out, meta, errors, job, head); break;
+        case 2: quantize_matrix<2, KEYS, D>(tile, m, out, meta, errors, job, head); break;
+        case 3: quantize_matrix<3, KEYS, D>(tile, m, out, meta, errors, job, head); break;
+        default: quantize_matrix<4, KEYS, D>(tile, m, out, meta, errors, job, head); break;
     }
 }
 
@@ -162,7 +181,7 @@ struct AppendParams {
 
 // jobs:   the append's jobs, one CTA per (job, kv head)
 // input:  new token rows [rows][kvHeads * D], fp16 if inputHalf else fp32; head h's channels at h * D
-extern "C" __global__ void __launch_bounds__(128)
+extern "C" __global__ void __launch_bounds__(128, 8)  // 8 CTAs per SM: 64 registers, no spills
 kvmix_append_stream(const AppendJob* __restrict__ jobs, const void* __restrict__ input, int inputHalf,
                     const AppendParams* __restrict__ params) {
     extern __shared__ float shared[];
@@ -235,19 +254,14 @@ kvmix_append_stream(const AppendJob* __restrict__ jobs, const void* __restrict__
     }
     __syncthreads();
 
-    const int G = job.rowsPerHead;
-    MatrixShape m;
-    if (p.keys) {      // lane = token (G), pack = channel (D), one group of G tokens per channel
-        m = {G, D, G, tileStride, 1};
-    } else {           // lane = channel (D), pack = token (G), groups of min(G, D) channels per token
-        m = {D, G, min(G, D), 1, tileStride};
-    }
-    float* meta = shared + (G * tileStride + 1) / 2;
+    // Head dims of the GPU cache (io.kvmix.cuda.cache.DeviceBatchKvCache.HEAD_DIMS) are compile-time here.
+    float* meta = shared + (job.rowsPerHead * (D + 2) + 1) / 2;
     unsigned char* out = reinterpret_cast<unsigned char*>(job.block) + head * p.headStride;
-    switch (p.bits) {
-        case 1: quantize_matrix<1>(tile, m, out, meta, p.errors, job, head, p.keys); break;
-        case 2: quantize_matrix<2>(tile, m, out, meta, p.errors, job, head, p.keys); break;
-        case 3: quantize_matrix<3>(tile, m, out, meta, p.errors, job, head, p.keys); break;
-        default: quantize_matrix<4>(tile, m, out, meta, p.errors, job, head, p.keys); break;
+    if (p.keys) {
+        if (D == 64) quantize_chunk<true, 64>(tile, job.rowsPerHead, p.bits, out, meta, p.errors, job, head);
+        else quantize_chunk<true, 128>(tile, job.rowsPerHead, p.bits, out, meta, p.errors, job, head);
+    } else {
+        if (D == 64) quantize_chunk<false, 64>(tile, job.rowsPerHead, p.bits, out, meta, p.errors, job, head);
+        else quantize_chunk<false, 128>(tile, job.rowsPerHead, p.bits, out, meta, p.errors, job, head);
     }
 }

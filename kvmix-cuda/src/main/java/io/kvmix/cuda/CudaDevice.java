@@ -39,10 +39,14 @@ public final class CudaDevice {
     private final int computeMajor;
     private final int computeMinor;
     private final int multiprocessors;
+    /** Shared memory one CTA may use when it opts in (227 KiB on an H100/H200). */
+    private final int maxSharedPerCta;
     private final Map<String, CUmodule> modules = new ConcurrentHashMap<>();
     private final Map<String, CUfunction> functions = new ConcurrentHashMap<>();
 
-    private CudaDevice(int ordinal, CUcontext context, CUstream stream, String name, int major, int minor, int sms) {
+    private CudaDevice(int ordinal, CUcontext context, CUstream stream, String name, int major, int minor, int sms,
+                       int maxSharedPerCta) {
+        this.maxSharedPerCta = maxSharedPerCta;
         this.ordinal = ordinal;
         this.context = context;
         this.stream = stream;
@@ -69,7 +73,8 @@ public final class CudaDevice {
         return new CudaDevice(ordinal, context, stream, new String(nameBytes, 0, nameLength),
                 attribute(device, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
                 attribute(device, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
-                attribute(device, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT));
+                attribute(device, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT),
+                attribute(device, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN));
     }
 
     private static int attribute(CUdevice device, int attribute) {
@@ -165,6 +170,12 @@ public final class CudaDevice {
             bind();
             CUfunction function = new CUfunction();
             JCudaDriver.cuModuleGetFunction(function, modules.computeIfAbsent(module, this::load), k);
+            // let every launch use all the shared memory a CTA may opt in to (the default cap is 48 KiB,
+            // static + dynamic); launches pass their dynamic size
+            int[] staticBytes = {0};
+            JCudaDriver.cuFuncGetAttribute(staticBytes, CUfunction_attribute.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, function);
+            JCudaDriver.cuFuncSetAttribute(function, CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    maxSharedPerCta - staticBytes[0]);
             return function;
         });
     }
@@ -185,6 +196,14 @@ public final class CudaDevice {
         return handle;
     }
 
+    /** CTAs of {@code threads} threads and {@code dynamicSharedBytes} that one multiprocessor can hold at once. */
+    public int residentCtas(CUfunction function, int threads, int dynamicSharedBytes) {
+        bind();
+        int[] ctas = {0};
+        JCudaDriver.cuOccupancyMaxActiveBlocksPerMultiprocessor(ctas, function, threads, dynamicSharedBytes);
+        return ctas[0];
+    }
+
     /**
      * Launches {@code function} on this device's stream.
      *
@@ -201,10 +220,6 @@ public final class CudaDevice {
             };
         }
         bind();
-        if (dynamicSharedBytes > 48 * 1024) {
-            JCudaDriver.cuFuncSetAttribute(function,
-                    CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamicSharedBytes);
-        }
         JCudaDriver.cuLaunchKernel(function, grid[0], grid[1], grid[2], threads, 1, 1, dynamicSharedBytes, stream,
                 Pointer.to(pointers), null);
     }

@@ -188,12 +188,12 @@ public final class DeviceBench {
                     }
                     long bytesRead = bytes.total() + 2L * 2 * queries.length;  // cache + fp16 queries and outputs
                     float scale = (float) (1 / Math.sqrt(HEAD_DIM));
-                    int chosen = cache.splitUnits();
+                    int chosen = cache.splitUnits(shape.queryHeads());
                     double median = attentionMillis(cache, q, o, shape, scale, chosen, timer);
                     width.put("median_ms", median);
                     width.put("split_tokens", 32 * chosen);
                     ObjectNode sweep = width.putObject("median_ms_by_split_tokens");
-                    for (int units : new int[] {2, 4, 8, 16, 32}) {
+                    for (int units : new int[] {4, 8, 16, 32, 64}) {
                         sweep.put(Integer.toString(32 * units), attentionMillis(cache, q, o, shape, scale, units, timer));
                     }
                     width.put("median_ms_without_graph", streamAttentionMillis(cache, q, o, shape, scale, timer));

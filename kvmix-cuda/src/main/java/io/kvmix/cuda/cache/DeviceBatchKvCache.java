@@ -11,8 +11,11 @@ import io.kvmix.cuda.DeviceBuffer;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
+import java.util.function.IntUnaryOperator;
 
 /**
  * {@link BatchKvCache} in GPU memory: two {@link DeviceStream}s, the append kernel of
@@ -31,9 +34,10 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     private static final int THREADS = 128;
     /** Tokens per attention work unit (one warp lane per token, one run of a packed matrix). */
     private static final int UNIT = 32;
-    private static final int CTAS_PER_MULTIPROCESSOR = 8;
-    private static final int MIN_SPLIT_UNITS = 8;
-    private static final int MAX_SPLIT_UNITS = 32;
+    /** Split lengths the attention may choose, in units; and a CTA's fixed work in units (see chooseSplitUnits). */
+    private static final int MIN_SPLIT_UNITS = 4;
+    private static final int MAX_SPLIT_UNITS = 64;
+    private static final int FIXED_CTA_UNITS = 6;
     /** Head dimensions and query heads per KV head that the attention kernels are built for. */
     public static final Set<Integer> HEAD_DIMS = Set.of(64, 128);
     public static final Set<Integer> QUERY_GROUPS = Set.of(1, 2, 4, 8);
@@ -59,6 +63,8 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     private final GrowableBuffer partialAcc;
     private final GrowableBuffer partialStats;
     private final GrowableBuffer output;
+    /** Occupancy calculator answers by kernel and shared memory size (asked once each). */
+    private final Map<String, Integer> residentCtas = new HashMap<>();
     private boolean open = true;
 
     /** True when the kernels are built for this geometry (head dim 64 or 128, G a multiple of 32). */
@@ -335,7 +341,7 @@ public final class DeviceBatchKvCache implements BatchKvCache {
      */
     public void attendDevice(DeviceBuffer queries, boolean queriesHalf, int queryHeads, float scale, DeviceBuffer out,
                              boolean outHalf) {
-        attendDevice(queries, queriesHalf, queryHeads, scale, out, outHalf, splitUnits());
+        attendDevice(queries, queriesHalf, queryHeads, scale, out, outHalf, splitUnits(queryHeads));
     }
 
     /** As above with an explicit split length of {@code splitUnits * 32} tokens (for tuning). */
@@ -361,14 +367,11 @@ public final class DeviceBatchKvCache implements BatchKvCache {
             }
         }
         int splits = Math.max(1, ceilDiv(regularUnits(), splitUnits));
-        int sinkUnits = ceilDiv(quant.sinks(), UNIT);
         long partials = (long) batch * queryHeads * splits;
         DeviceBuffer acc = partialAcc.ensure(4L * partials * d);
         DeviceBuffer stats = partialStats.ensure(8L * partials);
-        // per unit: its four source addresses (32 bytes) and its fp32 scores for each query head
-        int sharedBytes = (sinkUnits + splitUnits) * (32 + 4 * group * UNIT);
-        device.launch(device.kernel(ATTENTION_MODULE, "kvmix_attend_d" + d + "_g" + group),
-                new int[] {splits, kvHeads, batch}, THREADS, sharedBytes,
+        device.launch(device.kernel(ATTENTION_MODULE, attentionKernel(group)),
+                new int[] {splits, kvHeads, batch}, THREADS, attentionSharedBytes(group, splitUnits),
                 new long[] {attentionParams.address()}, new long[] {control.buffer().address()},
                 new long[] {queries.address()}, new int[] {queriesHalf ? 1 : 0}, new float[] {scale},
                 new int[] {splitUnits}, new long[] {acc.address()}, new long[] {stats.address()});
@@ -386,15 +389,61 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         return Math.max(1, ceilDiv(longest - quant.sinks(), UNIT));
     }
 
+    /** Split length (in units of 32 tokens) that {@link #attendDevice} uses for {@code queryHeads} query heads. */
+    public int splitUnits(int queryHeads) {
+        int group = queryHeads / geometry.kvHeads();
+        return chooseSplitUnits(regularUnits(), batch * geometry.kvHeads(), device.multiprocessors(),
+                units -> residentCtas(group, units));
+    }
+
     /**
-     * Split length in units of 32 tokens: about {@value #CTAS_PER_MULTIPROCESSOR} CTAs per multiprocessor over
-     * batch x KV heads x splits, each CTA taking between {@value #MIN_SPLIT_UNITS} and {@value #MAX_SPLIT_UNITS}
-     * units (long splits amortise a CTA's fixed work; the H200 sweep in bench/results-h200.json chose these).
+     * Picks the split length that minimises the modelled time {@code waves x (units per CTA + fixed)}: a CTA's
+     * time grows with its units plus a fixed part (query load, source lookups, softmax, partial write; about
+     * {@value #FIXED_CTA_UNITS} units' worth on the H200), and CTAs run in waves of (multiprocessors x resident
+     * CTAs per multiprocessor). Long splits amortise the fixed part; the wave count penalises a last wave
+     * that leaves most of the GPU idle.
+     *
+     * @param units             units of 32 tokens after the sinks in the longest sequence
+     * @param pairs             batch x KV heads (CTAs per split)
+     * @param residentCtas      CTAs one multiprocessor holds at a split length (from the occupancy calculator)
      */
-    public int splitUnits() {
-        int pairs = batch * geometry.kvHeads();
-        int splits = ceilDiv(CTAS_PER_MULTIPROCESSOR * device.multiprocessors(), pairs);
-        return Math.clamp(ceilDiv(regularUnits(), splits), MIN_SPLIT_UNITS, MAX_SPLIT_UNITS);
+    static int chooseSplitUnits(int units, int pairs, int multiprocessors, IntUnaryOperator residentCtas) {
+        int best = MIN_SPLIT_UNITS;
+        long bestCost = Long.MAX_VALUE;
+        for (int splitUnits = MIN_SPLIT_UNITS; splitUnits <= MAX_SPLIT_UNITS; splitUnits++) {
+            int splits = ceilDiv(units, splitUnits);
+            int perCta = ceilDiv(units, splits);
+            long ctas = (long) pairs * splits;
+            int resident = residentCtas.applyAsInt(perCta);
+            if (resident == 0) {  // the CTA's shared memory does not fit
+                break;
+            }
+            long capacity = (long) multiprocessors * resident;
+            long cost = ((ctas + capacity - 1) / capacity) * (perCta + FIXED_CTA_UNITS);
+            if (cost < bestCost) {
+                bestCost = cost;
+                best = perCta;
+            }
+            if (splits == 1) {
+                break;
+            }
+        }
+        return best;
+    }
+
+    private int residentCtas(int group, int splitUnits) {
+        int sharedBytes = attentionSharedBytes(group, splitUnits);
+        return residentCtas.computeIfAbsent(attentionKernel(group) + "/" + sharedBytes,
+                key -> device.residentCtas(device.kernel(ATTENTION_MODULE, attentionKernel(group)), THREADS, sharedBytes));
+    }
+
+    /** Dynamic shared memory of one attention CTA: per unit its four source addresses and fp32 scores per query head. */
+    private int attentionSharedBytes(int group, int splitUnits) {
+        return (ceilDiv(quant.sinks(), UNIT) + splitUnits) * (32 + 4 * group * UNIT);
+    }
+
+    private String attentionKernel(int group) {
+        return "kvmix_attend_d" + geometry.headDim() + "_g" + group;
     }
 
     private static int ceilDiv(int a, int b) {
