@@ -43,8 +43,8 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     public static final Set<Integer> QUERY_GROUPS = Set.of(1, 2, 4, 8);
     /** Bytes of struct CacheParams in fused_attention.cu: two StreamTables of 40 bytes and six ints. */
     private static final int ATTENTION_PARAMS_BYTES = 104;
+    /** Error kinds of the append kernel (quantize_pack.cu); the other kind is a scale overflow. */
     private static final int ERROR_NON_FINITE = 1;
-    private static final int ERROR_SCALE_OVERFLOW = 2;
 
     private final CudaDevice device;
     private final KvGeometry geometry;
@@ -307,22 +307,22 @@ public final class DeviceBatchKvCache implements BatchKvCache {
                 new long[] {stream.appendParamsAddress()});
     }
 
-    private QuantizationException describe(boolean inKeys, int[] found) {
-        int at = 0;
-        String stream = inKeys ? "keys" : "values";
-        int sequence = found[at + 2];
-        int head = found[at + 3];
-        if (found[at + 1] == ERROR_NON_FINITE) {
-            return new QuantizationException("layer " + layer + " " + stream + ", sequence " + sequence + ", kv-head "
-                    + head + ", token " + found[at + 4] + ", channel " + found[at + 5] + ": value "
-                    + Float.intBitsToFloat(found[at + 6]) + " is not finite in fp16 (|x| must be < 65520)");
+    /** The exception for an error record of the append kernel (layout: DeviceStream.ERROR_INTS). */
+    private QuantizationException describe(boolean inKeys, int[] record) {
+        DeviceStream stream = inKeys ? keys : values;
+        int kind = record[1];
+        int sequence = record[2];
+        int head = record[3];
+        if (kind == ERROR_NON_FINITE) {
+            return new QuantizationException("layer " + layer + " " + stream.streamName() + ", sequence " + sequence
+                    + ", kv-head " + head + ", token " + record[4] + ", channel " + record[5] + ": value "
+                    + Float.intBitsToFloat(record[6]) + " is not finite in fp16 (|x| must be < 65520)");
         }
-        MatrixOrigin origin = inKeys ? MatrixOrigin.keys(layer, head, found[at + 4])
-                : MatrixOrigin.values(layer, head, found[at + 4]);
-        int groupLength = (inKeys ? keys : values).layout().groupLength();
-        return new QuantizationException("sequence " + sequence + ", " + origin.describeGroup(found[at + 5], groupLength,
-                found[at + 6]) + ": the group's range needs a scale that overflows fp16 at "
-                + (inKeys ? keys : values).layout().bits().bits() + " bits");
+        // scale overflow: first token of the block, first lane of the group, pack index
+        MatrixOrigin origin = inKeys ? MatrixOrigin.keys(layer, head, record[4]) : MatrixOrigin.values(layer, head, record[4]);
+        return new QuantizationException("sequence " + sequence + ", "
+                + origin.describeGroup(record[5], stream.layout().groupLength(), record[6])
+                + ": the group's range needs a scale that overflows fp16 at " + stream.bits() + " bits");
     }
 
     @Override
