@@ -96,6 +96,14 @@ public final class DeviceBuffer implements AutoCloseable {
         JCudaDriver.cuMemcpyDtoH(dst, pointer(offset), count);
     }
 
+    /** Copies the first {@code count} bytes of {@code source} here (device to device, in stream order). */
+    public void copyFrom(DeviceBuffer source, long count) {
+        checkRange(0, count);
+        source.checkRange(0, count);
+        device.bind();
+        JCudaDriver.cuMemcpyDtoDAsync(pointer, source.pointer, count, device.stream());
+    }
+
     /** Sets every byte to zero (in stream order). */
     public void clear() {
         device.bind();

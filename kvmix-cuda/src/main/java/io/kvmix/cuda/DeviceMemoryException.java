@@ -2,6 +2,8 @@ package io.kvmix.cuda;
 
 /** A device allocation failed; says what it was for, how much was asked and how much was free. */
 public final class DeviceMemoryException extends RuntimeException {
+    private static final long serialVersionUID = 1L;
+
     private final long requestedBytes;
     private final long freeBytes;
 

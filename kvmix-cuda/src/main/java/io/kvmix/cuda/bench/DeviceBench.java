@@ -18,7 +18,6 @@ import io.kvmix.cuda.CudaRuntime;
 import io.kvmix.cuda.DeviceBuffer;
 import io.kvmix.cuda.cache.DeviceBatchKvCache;
 import io.kvmix.cuda.cache.HostBatchKvCache;
-import jcuda.driver.JCudaDriver;
 
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -129,7 +128,7 @@ public final class DeviceBench {
             double[] millis = new double[samples];
             for (int i = -3; i < samples; i++) {
                 timer.start();
-                JCudaDriver.cuMemcpyDtoDAsync(b.pointer(0), a.pointer(0), bytes, device.stream());
+                b.copyFrom(a, bytes);
                 float ms = timer.stopMillis();
                 if (i >= 0) {
                     millis[i] = ms;

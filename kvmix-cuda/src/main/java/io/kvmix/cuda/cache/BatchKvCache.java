@@ -37,6 +37,8 @@ public interface BatchKvCache extends AutoCloseable {
     /**
      * Appends {@code tokens[s]} rows to each sequence {@code s}. Input is validated: a value that is not
      * finite in fp16 or a capacity overflow throws naming layer, stream, sequence, head, token and channel.
+     * On such an error the GPU cache undoes the whole append; the CPU cache has appended the sequences
+     * before the offending one (each sequence's own append is all or nothing, as in kvmix-core).
      */
     void append(float[] keys, float[] values, int[] tokens);
 

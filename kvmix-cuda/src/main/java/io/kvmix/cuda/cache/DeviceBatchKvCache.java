@@ -214,7 +214,13 @@ public final class DeviceBatchKvCache implements BatchKvCache {
             rows += tokens[s];
         }
         DeviceStream.Append keyJobs = keys.plan(tokens, firstRow);
-        DeviceStream.Append valueJobs = values.plan(tokens, firstRow);
+        DeviceStream.Append valueJobs;
+        try {
+            valueJobs = values.plan(tokens, firstRow);
+        } catch (RuntimeException e) {
+            keyJobs.rollBack();
+            throw e;
+        }
         int bytes = stateBytes() + DeviceStream.JOB_BYTES * (keyJobs.jobCount() + valueJobs.jobCount());
         ByteBuffer host = ByteBuffer.allocateDirect(bytes).order(ByteOrder.LITTLE_ENDIAN);
         host.position(stateBytes());

@@ -216,10 +216,15 @@ final class DeviceStream implements AutoCloseable {
      */
     Append plan(int[] tokens, int[] firstRow) {
         Append append = new Append();
-        for (int s = 0; s < sequences.length; s++) {
-            if (tokens[s] > 0) {
-                planSequence(append, s, tokens[s], firstRow[s]);
+        try {
+            for (int s = 0; s < sequences.length; s++) {
+                if (tokens[s] > 0) {
+                    planSequence(append, s, tokens[s], firstRow[s]);
+                }
             }
+        } catch (RuntimeException e) {  // e.g. no device memory for a new chunk or page
+            append.rollBack();
+            throw e;
         }
         return append;
     }
