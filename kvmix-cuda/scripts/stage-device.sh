@@ -14,12 +14,12 @@ source "$ROOT/scripts/find-jdk.sh"
 JUNIT_CONSOLE=org.junit.platform:junit-platform-console-standalone:1.14.1
 
 cd "$ROOT"
-mvn -q -B -pl kvmix-cuda -am package -DskipTests
 rm -rf "$DEST/lib" "$DEST/test" "$DEST/junit" "$DEST/bench"
 mkdir -p "$DEST/lib" "$DEST/test" "$DEST/junit" "$DEST/bench"
-# runtime jars + slf4j-simple (test scope) for log lines; JUnit itself comes with the console launcher
-mvn -q -B -pl kvmix-cuda dependency:copy-dependencies -DincludeScope=test -DoutputDirectory="$DEST/lib" \
-    -DexcludeArtifactIds=kvmix-core -DexcludeGroupIds=org.junit.jupiter,org.junit.platform,org.opentest4j,org.apiguardian
+# One reactor run (so kvmix-core comes from this checkout, not ~/.m2): the jars, then the third-party
+# runtime jars + slf4j-simple (test scope) for log lines; JUnit itself comes with the console launcher.
+mvn -q -B -pl kvmix-cuda -am package dependency:copy-dependencies -DskipTests -DincludeScope=test \
+    -DoutputDirectory="$DEST/lib" -DexcludeGroupIds=io.kvmix,org.junit.jupiter,org.junit.platform,org.opentest4j,org.apiguardian
 cp kvmix-core/target/kvmix-core-*.jar kvmix-cuda/target/kvmix-cuda-*.jar "$DEST/lib/"
 # jcuda-natives is 9.5 MB, mostly libraries the driver API never loads (NVPTX compiler, runtime, NVRTC):
 # keep only libJCudaDriver so the carried folder stays well inside the device tool's 64 MiB.
