@@ -113,7 +113,8 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m
     }
     __syncthreads();
 
-    // Section 3: each thread packs one run of 32 codes of one lane into BITS words.
+    // Section 3: each thread packs one run of 32 codes of one lane into BITS words. The pack length (D or G)
+    // is a multiple of 32 for the GPU cache's shapes, so every run is full; metadata comes 4 entries at a time.
     for (int item = threadIdx.x; item < runs * laneLength; item += blockDim.x) {
         const int run = item / laneLength;
         const int lane = item % laneLength;
@@ -122,20 +123,35 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m
         const int meta0 = group * packLength + run * RUN;
         uint32_t words[BITS] = {};
 #pragma unroll
-        for (int i = 0; i < RUN; i++) {
-            if (run * RUN + i < packLength) {
-                const float scale = scales[meta0 + i];
-                const float d = __fsub_rn(__half2float(row[i * m.packStride()]), mins[meta0 + i]);
+        for (int i = 0; i < RUN; i += 4) {
+            const float4 scale4 = *reinterpret_cast<const float4*>(scales + meta0 + i);
+            const float4 min4 = *reinterpret_cast<const float4*>(mins + meta0 + i);
+            const float4 inverse4 = *reinterpret_cast<const float4*>(inverseScales + meta0 + i);
+            const float scale[4] = {scale4.x, scale4.y, scale4.z, scale4.w};
+            const float mn[4] = {min4.x, min4.y, min4.z, min4.w};
+            const float inverse[4] = {inverse4.x, inverse4.y, inverse4.z, inverse4.w};
+            float x[4];
+            if constexpr (KEYS) {  // consecutive channels of one token: two 4-byte loads
+                const float2 a = __half22float2(*reinterpret_cast<const __half2*>(row + i));
+                const float2 b = __half22float2(*reinterpret_cast<const __half2*>(row + i + 2));
+                x[0] = a.x; x[1] = a.y; x[2] = b.x; x[3] = b.y;
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; e++) x[e] = __half2float(row[(i + e) * m.packStride()]);
+            }
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float d = __fsub_rn(x[e], mn[e]);
                 // y = fl(fl(d / scale) + 0.5) and code = floor(y) as FORMAT.md says. A multiply by 1/scale is
                 // within a few ulps (< 1e-5 for y < 17) of the quotient, so it gives the same floor unless
                 // y lands within 1e-4 of an integer; only then is the IEEE division worth its cost.
-                float y = __fadd_rn(__fmul_rn(d, inverseScales[meta0 + i]), 0.5f);
+                float y = __fadd_rn(__fmul_rn(d, inverse[e]), 0.5f);
                 const float fraction = __fsub_rn(y, floorf(y));
-                if (scale != 0.0f && (fraction < 1e-4f || fraction > 1.0f - 1e-4f)) {
-                    y = __fadd_rn(__fdiv_rn(d, scale), 0.5f);
+                if (scale[e] != 0.0f && (fraction < 1e-4f || fraction > 1.0f - 1e-4f)) {
+                    y = __fadd_rn(__fdiv_rn(d, scale[e]), 0.5f);
                 }
-                const uint32_t code = scale == 0.0f ? 0u : (uint32_t) min(maxCode, max(0, (int) floorf(y)));
-                kvmix::run_put<BITS>(words, i, code);
+                const uint32_t code = scale[e] == 0.0f ? 0u : (uint32_t) min(maxCode, max(0, (int) floorf(y)));
+                kvmix::run_put<BITS>(words, i + e, code);
             }
         }
         uint32_t* wordsOut = reinterpret_cast<uint32_t*>(out);
