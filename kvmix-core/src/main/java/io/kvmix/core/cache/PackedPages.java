@@ -13,10 +13,13 @@ import java.util.BitSet;
  * {@link #BLOCKS_PER_PAGE} consecutive blocks laid out {@code [head][block in page][matrix]}, so that one
  * head's history is read as long sequential runs. Pages are recycled through a free list and freed whole
  * once every block in them is hidden by the sliding window.
+ *
+ * <p>Public only for {@link #BLOCKS_PER_PAGE}: other backends (kvmix-cuda) page their blocks the same way,
+ * so that they free blocks at the same moments and report the same live bytes (FORMAT.md section 4.1).
  */
-final class PackedPages {
+public final class PackedPages {
     /** Blocks per page: 16 blocks of G = 32 tokens = 512 tokens of one head contiguous. */
-    static final int BLOCKS_PER_PAGE = 16;
+    public static final int BLOCKS_PER_PAGE = 16;
 
     private final int heads;
     private final long matrixBytes;

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine, from the folder stage-device.sh filled (carried as .device):
+#   bash .device/run-on-device.sh tests bench
+# tests: the kvmix-cuda JUnit suite on the GPU (JUnit console launcher) -> $OUT/gpu-tests.txt + XML reports
+# bench: PyTorch fp16 SDPA baseline, then DeviceBench -> $OUT/sdpa.json, $OUT/results-h200.json
+# PtxManifestTest is left out there: it reads the CUDA sources of the build tree, which is not carried
+# (it runs with every ./run-tests instead).
+set -euo pipefail
+DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+OUT="${OUT:-/tmp/kvmix-device-out}"
+mkdir -p "$OUT"
+tar xzf "$DIR/jre25.tgz" -C /tmp
+JAVA=(/tmp/jre/bin/java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED)
+export CUDA_CACHE_PATH=/tmp/kvmix-cuda-jit-cache   # the PTX is compiled once, shared by both JVMs
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/device.txt" || true
+for task in "$@"; do
+    case "$task" in
+        tests)
+            classpath="$(ls "$DIR"/lib/*.jar "$DIR"/test/*.jar | tr '\n' ':')"
+            "${JAVA[@]}" -jar "$DIR"/junit/junit-platform-console-standalone-*.jar execute \
+                --class-path "$classpath" --scan-class-path "$DIR/test/kvmix-cuda-tests.jar" \
+                --exclude-classname '.*PtxManifestTest' --reports-dir "$OUT/junit" \
+                --details tree --disable-banner > "$OUT/gpu-tests.txt" 2>&1 || echo "GPU tests failed" >&2
+            tail -25 "$OUT/gpu-tests.txt"
+            ;;
+        bench)
+            python3 "$DIR/bench/sdpa_baseline.py" > "$OUT/sdpa.json"
+            "${JAVA[@]}" -Xmx48g -cp "$DIR/lib/*" io.kvmix.cuda.bench.DeviceBench --sdpa "$OUT/sdpa.json" \
+                > "$OUT/results-h200.json"
+            ;;
+        *)
+            echo "unknown task $task (tests, bench)" >&2
+            exit 2
+            ;;
+    esac
+done
