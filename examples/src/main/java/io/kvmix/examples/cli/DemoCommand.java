@@ -150,7 +150,8 @@ public final class DemoCommand implements Callable<Integer> {
         }
         double seconds = (System.nanoTime() - start) / 1e9;
 
-        DemoReport report = new DemoReport(model, text, split, profile, allocation, headDim, runs, prompt,
+        String command = "./kvmix " + String.join(" ", spec.commandLine().getParseResult().originalArgs());
+        DemoReport report = new DemoReport(command, model, text, split, profile, allocation, headDim, runs, prompt,
                 fp16Text, planText, commonPrefix(fp16Tokens, planTokens), fp16Tokens.length, seconds, window, prefill);
         Path reportFile = outDir.resolve("report.md");
         Files.writeString(reportFile, report.markdown());

@@ -12,7 +12,7 @@ import java.util.Locale;
  * The results of {@code ./kvmix demo}, rendered as {@code report.md} and as the console table.
  * The first run is the fp16 cache, the second the profiled plan, the rest its same-bits controls.
  */
-record DemoReport(Path model, Path text, DemoCommand.Split split, ProfileResult profile, Allocation allocation,
+record DemoReport(String command, Path model, Path text, DemoCommand.Split split, ProfileResult profile, Allocation allocation,
                   int headDim, List<DemoCommand.CacheRun> runs, String prompt, String fp16Text, String planText,
                   int commonPrefixTokens, int generatedTokens, double seconds, int window, int prefill) {
 
@@ -27,8 +27,8 @@ record DemoReport(Path model, Path text, DemoCommand.Split split, ProfileResult 
     String markdown() {
         StringBuilder md = new StringBuilder();
         md.append("# KVmix demo: ").append(ProfileCommand.modelName(model)).append("\n\n");
-        md.append(String.format(Locale.ROOT, "`./kvmix demo` finished in %.0f s on %d cores (Java %s).%n%n",
-                seconds, Runtime.getRuntime().availableProcessors(), Runtime.version().feature()));
+        md.append(String.format(Locale.ROOT, "`%s` finished in %.0f s on %d cores (Java %s).%n%n",
+                command, seconds, Runtime.getRuntime().availableProcessors(), Runtime.version().feature()));
         md.append("## Profile\n\n");
         md.append(String.format(Locale.ROOT,
                 "%d calibration prompts of %d tokens (tokens %d..%d of `%s`, after the evaluation windows), "
