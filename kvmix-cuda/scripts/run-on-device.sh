@@ -9,7 +9,8 @@ set -euo pipefail
 DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 OUT="${OUT:-/tmp/kvmix-device-out}"
 mkdir -p "$OUT"
-tar xzf "$DIR/jre25.tgz" -C /tmp
+tar xJf "$DIR/jre25.txz" -C /tmp 2>/dev/null \
+    || python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall("/tmp")' "$DIR/jre25.txz"
 JAVA=(/tmp/jre/bin/java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED)
 export CUDA_CACHE_PATH=/tmp/kvmix-cuda-jit-cache   # the PTX is compiled once, shared by both JVMs
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/device.txt" || true

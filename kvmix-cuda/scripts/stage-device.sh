@@ -32,5 +32,16 @@ rm -rf "$tmp"
 mvn -q -B dependency:copy -Dartifact="$JUNIT_CONSOLE" -DoutputDirectory="$DEST/junit"
 cp kvmix-cuda/bench/sdpa_baseline.py "$DEST/bench/"
 cp kvmix-cuda/scripts/run-on-device.sh "$DEST/"
-[ -f "$DEST/jre25.tgz" ] || "$ROOT/../shared/device/make-jre.sh" "$DEST/jre25.tgz"
+# The runtime as one xz tar (~15 MiB): modules stored uncompressed by jlink and native libraries stripped
+# compress far better as a whole than ../shared/device/make-jre.sh's .tgz (~28 MiB), which would leave the
+# checkout plus this folder over the device tool's 64 MiB.
+if [ ! -f "$DEST/jre25.txz" ]; then
+    rm -f "$DEST/jre25.tgz"
+    jre="$(mktemp -d)"
+    "$JAVA_HOME/bin/jlink" --add-modules java.base,java.logging,java.sql,java.management,java.naming,jdk.unsupported,jdk.incubator.vector,jdk.zipfs \
+        --strip-debug --no-header-files --no-man-pages --compress=zip-0 --output "$jre/jre" 2>&1 | grep -v 'incubator modules' || true
+    find "$jre/jre" -name '*.so' -exec strip --strip-unneeded {} +
+    XZ_OPT=-9 tar cJf "$DEST/jre25.txz" -C "$jre" jre
+    rm -rf "$jre"
+fi
 du -sh "$DEST"

@@ -76,6 +76,19 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+// Asks L2 for the fp16 rows of one unit (RUN rows of D channels, contiguous in an FP chunk), one 128-byte
+// line per lane and step, so that the row reads of the unit's turn find them there. A prefetch holds no
+// registers and has no result to wait for.
+template <int D>
+__device__ __forceinline__ void prefetch_unit_rows(unsigned long long rows) {
+    constexpr int LINE = 128;
+    constexpr int BYTES = RUN * D * (int) sizeof(__half);
+#pragma unroll
+    for (int at = (threadIdx.x % 32) * LINE; at < BYTES; at += 32 * LINE) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(rows + at));
+    }
+}
+
 // The packed key words and metadata one lane needs for one unit: lane axis = G tokens (this lane's
 // token), pack axis = D channels, one (scale, min) per channel (this lane loads channels lane + 32 i).
 template <int BITS, int D>
@@ -335,11 +348,21 @@ __device__ void key_pass(const CacheParams& cache, const SplitView& v, const Uni
         const int start = v.unitStart(u, cache.sinks);
         return (start - cache.sinks) % G + lane;
     };
+    // FP rows of regular units (whole chunk rows; a sink unit may hold fewer than RUN rows) go to L2 a unit ahead.
+    auto prefetchRows = [&](int u) {
+        if (u >= v.sinkUnits && sources[u].keyRows != 0) prefetch_unit_rows<D>(sources[u].keyRows);
+    };
     KeyUnit<BITS, D> current;
-    if (warp < v.unitCount) current.load(sources[warp].keyMatrix, G, laneInBlock(warp));
+    if (warp < v.unitCount) {
+        prefetchRows(warp);
+        current.load(sources[warp].keyMatrix, G, laneInBlock(warp));
+    }
     for (int u = warp; u < v.unitCount; u += WARPS) {
         KeyUnit<BITS, D> next;
-        if (u + WARPS < v.unitCount) next.load(sources[u + WARPS].keyMatrix, G, laneInBlock(u + WARPS));
+        if (u + WARPS < v.unitCount) {
+            prefetchRows(u + WARPS);
+            next.load(sources[u + WARPS].keyMatrix, G, laneInBlock(u + WARPS));
+        }
         const int start = v.unitStart(u, cache.sinks);
         const int t = start + lane;
         const bool isSink = u < v.sinkUnits;
@@ -429,12 +452,21 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
 #pragma unroll
         for (int grp = 0; grp < MAX_VALUE_GROUPS; grp++) minSum[g][grp] = 0.0f;
     auto runOf = [&](int u) { return ((v.unitStart(u, cache.sinks) - cache.sinks) % G) / RUN; };
+    auto prefetchRows = [&](int u) {  // as in key_pass
+        if (u >= v.sinkUnits && sources[u].valueRows != 0) prefetch_unit_rows<D>(sources[u].valueRows);
+    };
     ValueUnit<BITS, D> current;
-    if (warp < v.unitCount) current.load(sources[warp].valueMatrix, G, groups, runOf(warp));
+    if (warp < v.unitCount) {
+        prefetchRows(warp);
+        current.load(sources[warp].valueMatrix, G, groups, runOf(warp));
+    }
     local_softmax<GQ>(scores, scoreStride, reduction, rowMax, rowSum);
     for (int u = warp; u < v.unitCount; u += WARPS) {
         ValueUnit<BITS, D> next;
-        if (u + WARPS < v.unitCount) next.load(sources[u + WARPS].valueMatrix, G, groups, runOf(u + WARPS));
+        if (u + WARPS < v.unitCount) {
+            prefetchRows(u + WARPS);
+            next.load(sources[u + WARPS].valueMatrix, G, groups, runOf(u + WARPS));
+        }
         const int start = v.unitStart(u, cache.sinks);
         const float* p = scores + u * RUN;  // p[g * scoreStride + i] for token start + i
         if (sources[u].valueMatrix != 0) {

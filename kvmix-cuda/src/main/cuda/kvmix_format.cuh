@@ -15,6 +15,7 @@
 namespace kvmix {
 
 constexpr int RUN = 32;  // codes per run along the pack axis
+constexpr float TWO_POW_23 = 8388608.0f;  // the fp32 whose last mantissa bit is worth 1 (bits 0x4B000000)
 
 template <int BITS> struct BitPlanes;
 template <> struct BitPlanes<1> { static constexpr int LOW = 1; static constexpr bool HIGH = false; };
@@ -55,13 +56,13 @@ struct InPlace {
     // Low-plane part of code i times 2^lowOffset(i), from the views of its run.
     __device__ __forceinline__ static float low(const uint32_t (&lower)[BITS], const uint32_t (&upper)[BITS], int i) {
         const uint32_t half = lowUpper(i) ? upper[lowWord(i)] : lower[lowWord(i)];
-        return __int_as_float(half & ((((1u << LOW) - 1u) << lowOffset(i)) | EXPONENT)) - 8388608.0f;
+        return __int_as_float(half & ((((1u << LOW) - 1u) << lowOffset(i)) | EXPONENT)) - TWO_POW_23;
     }
 
     // High-plane bit of code i (3 bits only) times 2^highOffset(i).
     __device__ __forceinline__ static float high(const uint32_t (&lower)[BITS], const uint32_t (&upper)[BITS], int i) {
         const uint32_t half = highUpper(i) ? upper[LOW] : lower[LOW];
-        return __int_as_float(half & ((1u << highOffset(i)) | EXPONENT)) - 8388608.0f;
+        return __int_as_float(half & ((1u << highOffset(i)) | EXPONENT)) - TWO_POW_23;
     }
 };
 

@@ -91,13 +91,24 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m
         const int pack = item % packLength;
         const int group = item / packLength;
         const int firstLane = group * groupLength;
+        const __half* column = tile + pack * m.packStride();
+        // fminf/fmaxf find the extremes' values; they may differ from Java's Math.min/max only in the sign of
+        // a zero, so a group whose min or max is zero is walked again with Java's rules.
         float lo = __int_as_float(0x7F800000);   // +inf
         float hi = __int_as_float(0xFF800000);   // -inf
-        const __half* column = tile + pack * m.packStride();
         for (int lane = firstLane; lane < firstLane + groupLength; lane++) {
             const float x = __half2float(column[lane * m.laneStride()]);
-            lo = java_min(lo, x);
-            hi = java_max(hi, x);
+            lo = fminf(lo, x);
+            hi = fmaxf(hi, x);
+        }
+        if (lo == 0.0f || hi == 0.0f) {
+            lo = __int_as_float(0x7F800000);
+            hi = __int_as_float(0xFF800000);
+            for (int lane = firstLane; lane < firstLane + groupLength; lane++) {
+                const float x = __half2float(column[lane * m.laneStride()]);
+                lo = java_min(lo, x);
+                hi = java_max(hi, x);
+            }
         }
         const float scale = __fdiv_rn(__fsub_rn(hi, lo), (float) maxCode);
         const __half scale16 = __float2half_rn(scale);
@@ -145,12 +156,17 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m
                 // y = fl(fl(d / scale) + 0.5) and code = floor(y) as FORMAT.md says. A multiply by 1/scale is
                 // within a few ulps (< 1e-5 for y < 17) of the quotient, so it gives the same floor unless
                 // y lands within 1e-4 of an integer; only then is the IEEE division worth its cost.
-                float y = __fadd_rn(__fmul_rn(d, inverse[e]), 0.5f);
-                const float fraction = __fsub_rn(y, floorf(y));
+                // floor(y) without conversion instructions: y >= 0 (d >= 0), and for y < 2^23 the sum y + 2^23
+                // rounded toward zero is 2^23 + floor(y) exactly, floor(y) in its low mantissa bits; a larger y
+                // gives more than maxCode either way.
+                const float y = __fadd_rn(__fmul_rn(d, inverse[e]), 0.5f);
+                float floorBits = __fadd_rz(y, kvmix::TWO_POW_23);
+                const float fraction = __fsub_rn(y, __fsub_rn(floorBits, kvmix::TWO_POW_23));
                 if (scale[e] != 0.0f && (fraction < 1e-4f || fraction > 1.0f - 1e-4f)) {
-                    y = __fadd_rn(__fdiv_rn(d, scale[e]), 0.5f);
+                    floorBits = __fadd_rz(__fadd_rn(__fdiv_rn(d, scale[e]), 0.5f), kvmix::TWO_POW_23);
                 }
-                const uint32_t code = scale[e] == 0.0f ? 0u : (uint32_t) min(maxCode, max(0, (int) floorf(y)));
+                const int floorY = __float_as_int(floorBits) - __float_as_int(kvmix::TWO_POW_23);
+                const uint32_t code = scale[e] == 0.0f ? 0u : (uint32_t) min(maxCode, max(0, floorY));
                 kvmix::run_put<BITS>(words, i + e, code);
             }
         }
@@ -211,52 +227,75 @@ kvmix_append_stream(const AppendJob* __restrict__ jobs, const void* __restrict__
     __half* tile = reinterpret_cast<__half*>(shared);
 
     // New rows go to the FP chunk; a spilled chunk is also gathered whole into the tile. 8 channels
-    // (16 bytes of fp16) per step.
+    // (16 bytes of fp16) per vector; each thread loads VECTORS_IN_FLIGHT vectors before it stores any, so
+    // their memory latencies overlap.
+    constexpr int VECTORS_IN_FLIGHT = 4;
     const int firstRow = spill ? 0 : job.rowFrom;
     const int lastRow = spill ? job.rowsPerHead : job.rowTo;
     const int vectorsPerRow = D / 8;
-    for (int idx = threadIdx.x; idx < (lastRow - firstRow) * vectorsPerRow; idx += blockDim.x) {
-        const int row = firstRow + idx / vectorsPerRow;
-        const int channel = (idx % vectorsPerRow) * 8;
-        uint4 eight;
-        if (row >= job.rowFrom && row < job.rowTo) {
-            const size_t at = (size_t) (job.inputRow + row - job.rowFrom) * p.inputRowStride + (size_t) head * D + channel;
-            float x[8];
-            if (inputHalf) {
-                eight = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(input) + at);
-                const __half2* h = reinterpret_cast<const __half2*>(&eight);
+    const int vectorCount = (lastRow - firstRow) * vectorsPerRow;
+    for (int base = threadIdx.x; base < vectorCount; base += VECTORS_IN_FLIGHT * blockDim.x) {
+        uint4 loaded[VECTORS_IN_FLIGHT][2];  // fp16 rows: [k][0]; fp32 input: channels 0-3 in [k][0], 4-7 in [k][1]
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const float2 f = __half22float2(h[e]);
-                    x[2 * e] = f.x;
-                    x[2 * e + 1] = f.y;
+        for (int k = 0; k < VECTORS_IN_FLIGHT; k++) {
+            const int idx = base + k * blockDim.x;
+            if (idx >= vectorCount) break;
+            const int row = firstRow + idx / vectorsPerRow;
+            const int channel = (idx % vectorsPerRow) * 8;
+            if (row >= job.rowFrom && row < job.rowTo) {
+                const size_t at = (size_t) (job.inputRow + row - job.rowFrom) * p.inputRowStride + (size_t) head * D + channel;
+                if (inputHalf) {
+                    loaded[k][0] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(input) + at);
+                } else {
+                    const uint4* src = reinterpret_cast<const uint4*>(reinterpret_cast<const float*>(input) + at);
+                    loaded[k][0] = src[0];
+                    loaded[k][1] = src[1];
                 }
             } else {
-                const float4* src = reinterpret_cast<const float4*>(reinterpret_cast<const float*>(input) + at);
-                const float4 a = src[0];
-                const float4 b = src[1];
-                x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
-                x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
-                __half2* h = reinterpret_cast<__half2*>(&eight);
-#pragma unroll
-                for (int e = 0; e < 4; e++) h[e] = __halves2half2(__float2half_rn(x[2 * e]), __float2half_rn(x[2 * e + 1]));
+                loaded[k][0] = *reinterpret_cast<const uint4*>(rows + (size_t) row * D + channel);
             }
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                if (!fp16_finite(x[e])) {
-                    report(p.errors, ERROR_NON_FINITE, job.sequence, head, job.firstToken + row, channel + e,
-                           __float_as_int(x[e]));
-                }
-            }
-            *reinterpret_cast<uint4*>(rows + (size_t) row * D + channel) = eight;
-        } else {
-            eight = *reinterpret_cast<const uint4*>(rows + (size_t) row * D + channel);
         }
-        if (spill) {
-            const __half2* h = reinterpret_cast<const __half2*>(&eight);
-            __half2* dst = reinterpret_cast<__half2*>(tile + row * tileStride + channel);
 #pragma unroll
-            for (int e = 0; e < 4; e++) dst[e] = h[e];
+        for (int k = 0; k < VECTORS_IN_FLIGHT; k++) {
+            const int idx = base + k * blockDim.x;
+            if (idx >= vectorCount) break;
+            const int row = firstRow + idx / vectorsPerRow;
+            const int channel = (idx % vectorsPerRow) * 8;
+            uint4 eight = loaded[k][0];
+            if (row >= job.rowFrom && row < job.rowTo) {
+                float x[8];
+                if (inputHalf) {
+                    const __half2* h = reinterpret_cast<const __half2*>(&eight);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const float2 f = __half22float2(h[e]);
+                        x[2 * e] = f.x;
+                        x[2 * e + 1] = f.y;
+                    }
+                } else {
+                    const float4 a = *reinterpret_cast<const float4*>(&loaded[k][0]);
+                    const float4 b = *reinterpret_cast<const float4*>(&loaded[k][1]);
+                    x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
+                    x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
+                    __half2* h = reinterpret_cast<__half2*>(&eight);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) h[e] = __halves2half2(__float2half_rn(x[2 * e]), __float2half_rn(x[2 * e + 1]));
+                }
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    if (!fp16_finite(x[e])) {
+                        report(p.errors, ERROR_NON_FINITE, job.sequence, head, job.firstToken + row, channel + e,
+                               __float_as_int(x[e]));
+                    }
+                }
+                *reinterpret_cast<uint4*>(rows + (size_t) row * D + channel) = eight;
+            }
+            if (spill) {
+                const __half2* h = reinterpret_cast<const __half2*>(&eight);
+                __half2* dst = reinterpret_cast<__half2*>(tile + row * tileStride + channel);
+#pragma unroll
+                for (int e = 0; e < 4; e++) dst[e] = h[e];
+            }
         }
     }
     if (head == 0 && threadIdx.x == 0 && job.slot >= 0) {
