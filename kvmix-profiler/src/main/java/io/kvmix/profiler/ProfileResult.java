@@ -1,5 +1,7 @@
 package io.kvmix.profiler;
 
+import io.kvmix.profiler.allocation.LayerImportance;
+
 import java.util.List;
 
 /**
@@ -27,6 +29,11 @@ public record ProfileResult(List<PromptGradients> prompts, double[] keyImportanc
     @Override
     public double[] valueImportance() {
         return valueImportance.clone();
+    }
+
+    /** The per-layer importance scores, as the allocation rules and the chart take them. */
+    public LayerImportance importance() {
+        return new LayerImportance(keyImportance, valueImportance);
     }
 
     /** Mean loss over the prompts (nats per token, prompts weighted equally). */

@@ -118,13 +118,13 @@ public final class DemoCommand implements Callable<Integer> {
             profile = ProfileCommand.profile(profiler, split.calibration(), maxLength, err);
             headDim = profiler.config().headDim();
         }
-        Allocation allocation = rule.allocate(ProfileCommand.importanceOf(profile), QuantPlan.DEFAULT_GROUP_SIZE,
+        Allocation allocation = rule.allocate(profile.importance(), QuantPlan.DEFAULT_GROUP_SIZE,
                 headDim, ProfileCommand.modelName(model));
         QuantPlan plan = allocation.plan();
         Path planFile = outDir.resolve("plan.json");
         Path chartFile = outDir.resolve("importance.png");
         ProfileCommand.writePlan(plan, planFile, false);
-        ImportanceChart.writePng(ProfileCommand.importanceOf(profile), plan, ProfileCommand.chartTitle(model, rule), chartFile);
+        ImportanceChart.writePng(profile.importance(), plan, ProfileCommand.chartTitle(model, rule), chartFile);
 
         List<CacheRun> runs = new ArrayList<>();
         String fp16Text;

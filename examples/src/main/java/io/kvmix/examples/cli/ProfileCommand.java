@@ -13,7 +13,6 @@ import io.kvmix.profiler.PromptGradients;
 import io.kvmix.profiler.allocation.Allocation;
 import io.kvmix.profiler.allocation.AllocationRule;
 import io.kvmix.profiler.allocation.BudgetRule;
-import io.kvmix.profiler.allocation.LayerImportance;
 import io.kvmix.profiler.allocation.TierBits;
 import io.kvmix.profiler.allocation.TiersRule;
 import io.kvmix.profiler.chart.ImportanceChart;
@@ -121,12 +120,12 @@ public final class ProfileCommand implements Callable<Integer> {
         try (ImportanceProfiler profiler = ImportanceProfiler.open(model)) {
             List<int[]> calibration = CalibrationPrompts.first(calibrationPrompts(), prompts);
             ProfileResult result = profile(profiler, calibration, maxLength, err);
-            Allocation allocation = allocationRule.allocate(importanceOf(result), groupSize,
+            Allocation allocation = allocationRule.allocate(result.importance(), groupSize,
                     profiler.config().headDim(), modelName(model));
             QuantPlan plan = allocation.plan();
             writePlan(plan, out, seedFormat);
             if (plot != null) {
-                ImportanceChart.writePng(importanceOf(result), plan, chartTitle(model, allocationRule), plot);
+                ImportanceChart.writePng(result.importance(), plan, chartTitle(model, allocationRule), plot);
             }
             double seconds = (System.nanoTime() - start) / 1e9;
             PrintWriter stdout = spec.commandLine().getOut();
@@ -150,10 +149,6 @@ public final class ProfileCommand implements Callable<Integer> {
                 }
             });
         }
-    }
-
-    static LayerImportance importanceOf(ProfileResult result) {
-        return new LayerImportance(result.keyImportance(), result.valueImportance());
     }
 
     /** The model's directory name: what a plan records as the model it came from. */

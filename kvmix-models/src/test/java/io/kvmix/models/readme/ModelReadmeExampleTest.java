@@ -15,8 +15,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -57,16 +55,6 @@ class ModelReadmeExampleTest {
 
     @Test
     void readmeShowsThisExample() throws IOException {
-        String test = Files.readString(Path.of("src/test/java/io/kvmix/models/readme/ModelReadmeExampleTest.java"));
-        Matcher inTest = Pattern.compile("// README-MODELS-BEGIN\\R(.*?)\\R\\s*// README-MODELS-END", Pattern.DOTALL)
-                .matcher(test);
-        assertTrue(inTest.find());
-        String readme = Files.readString(Path.of("../README.md"));
-        assertTrue(normalize(readme).contains(normalize(inTest.group(1))),
-                "README.md must contain the example of ModelReadmeExampleTest verbatim (indentation aside)");
-    }
-
-    private static String normalize(String code) {
-        return code.lines().map(String::strip).filter(line -> !line.isEmpty()).reduce("", (a, b) -> a + b + "\n");
+        ReadmeSnippets.assertReadmeShows(Path.of("src/test/java/io/kvmix/models/readme/ModelReadmeExampleTest.java"), "MODELS");
     }
 }

@@ -2,6 +2,7 @@ package io.kvmix.profiler.readme;
 
 import io.kvmix.core.plan.PlanFiles;
 import io.kvmix.core.plan.QuantPlan;
+import io.kvmix.models.readme.ReadmeSnippets;
 import io.kvmix.models.tokenizer.TextTokenizer;
 import io.kvmix.profiler.CalibrationPrompts;
 import io.kvmix.profiler.ImportanceProfiler;
@@ -19,8 +20,6 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -40,7 +39,7 @@ class ProfilerReadmeExampleTest {
             List<int[]> prompts = CalibrationPrompts.split(tokenizer.encodeText(calibrationText), 256, "calibration");
             ProfileResult result = profiler.profile(prompts, ImportanceProfiler.DEFAULT_MAX_LENGTH,
                     ProfileListener.NONE);                                  // one forward + one backward per prompt
-            LayerImportance importance = new LayerImportance(result.keyImportance(), result.valueImportance());
+            LayerImportance importance = result.importance();
             int headDim = profiler.config().headDim();
             Allocation tiers = TiersRule.reference().allocate(importance, 32, headDim, "tiny-llama-gqa");
             Allocation budget = BudgetRule.of(3.0, 3.5).allocate(importance, 32, headDim, "tiny-llama-gqa");
@@ -60,16 +59,6 @@ class ProfilerReadmeExampleTest {
 
     @Test
     void readmeShowsThisExample() throws IOException {
-        String test = Files.readString(Path.of("src/test/java/io/kvmix/profiler/readme/ProfilerReadmeExampleTest.java"));
-        Matcher inTest = Pattern.compile("// README-PROFILER-BEGIN\\R(.*?)\\R\\s*// README-PROFILER-END", Pattern.DOTALL)
-                .matcher(test);
-        assertTrue(inTest.find());
-        String readme = Files.readString(Path.of("../README.md"));
-        assertTrue(normalize(readme).contains(normalize(inTest.group(1))),
-                "README.md must contain the example of ProfilerReadmeExampleTest verbatim (indentation aside)");
-    }
-
-    private static String normalize(String code) {
-        return code.lines().map(String::strip).filter(line -> !line.isEmpty()).reduce("", (a, b) -> a + b + "\n");
+        ReadmeSnippets.assertReadmeShows(Path.of("src/test/java/io/kvmix/profiler/readme/ProfilerReadmeExampleTest.java"), "PROFILER");
     }
 }
