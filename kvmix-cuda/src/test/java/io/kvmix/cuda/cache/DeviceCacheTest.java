@@ -61,6 +61,9 @@ class DeviceCacheTest {
                         new int[] {700, 450}, 40),
                 new Scenario("3-bit, window 0, 33 sinks, G=128, sliding window 300",
                         widths(3, 3, new ResidualPolicy.Window(0), 33), 128, 2, 2, 128, 300, new int[] {530, 40}, 150),
+                new Scenario("4-bit keys, 1-bit values, D=64, GQA 8, G=256, 2 sinks",
+                        new LayerQuant(StreamQuant.reference(4), StreamQuant.reference(1), 2), 256, 1, 8, 64, 0,
+                        new int[] {600, 290}, 40),
                 new Scenario("2-bit keys window 16, 4-bit values ratio, long context",
                         new LayerQuant(new StreamQuant(BitWidth.TWO, new ResidualPolicy.Window(16)),
                                 StreamQuant.reference(4), 0), 32, 2, 4, 128, 0, new int[] {4096, 1000}, 20));
@@ -189,6 +192,41 @@ class DeviceCacheTest {
                 assertArrayEquals(cpu.storedKeys(s, 0), gpu.storedKeys(s, 0));
                 assertArrayEquals(cpu.storedValues(s, 0), gpu.storedValues(s, 0));
             }
+        }
+    }
+
+    @Test
+    void nonFiniteHalfInputIsRejected() {
+        CudaDevice device = GpuTests.device();
+        KvGeometry geometry = new KvGeometry(2, 128, 256, 0);
+        LayerQuant quant = LayerQuant.reference(3, 2);
+        Random random = new Random(12);
+        int rows = 96;
+        float[] keys = TestRows.random(random, rows * geometry.rowWidth());
+        float[] values = TestRows.random(random, rows * geometry.rowWidth());
+        short[] halfKeys = new short[keys.length];
+        short[] halfValues = new short[values.length];
+        for (int i = 0; i < keys.length; i++) {
+            halfKeys[i] = Fp16.encode(keys[i]);
+            halfValues[i] = Fp16.encode(values[i]);
+        }
+        halfKeys[(64 + 7) * geometry.rowWidth() + 128 + 99] = (short) 0x7E00;  // NaN: sequence 1, its token 7, head 1
+        try (DeviceBatchKvCache gpu = new DeviceBatchKvCache(device, geometry, 2, quant, 32, 2);
+             DeviceBuffer k = device.allocate(2L * halfKeys.length, "half keys");
+             DeviceBuffer v = device.allocate(2L * halfValues.length, "half values")) {
+            k.upload(halfKeys, halfKeys.length);
+            v.upload(halfValues, halfValues.length);
+            QuantizationException e = assertThrows(QuantizationException.class,
+                    () -> gpu.appendDevice(k, v, true, new int[] {64, 32}));
+            assertEquals("layer 2 keys, sequence 1, kv-head 1, token 7, channel 99: value NaN is not finite in fp16"
+                    + " (|x| must be < 65520)", e.getMessage());
+            assertEquals(0, gpu.length(0));
+            assertEquals(0, gpu.length(1));
+            halfKeys[(64 + 7) * geometry.rowWidth() + 128 + 99] = Fp16.encode(0.5f);
+            k.upload(halfKeys, halfKeys.length);
+            gpu.appendDevice(k, v, true, new int[] {64, 32});
+            assertEquals(64, gpu.length(0));
+            assertEquals(32, gpu.length(1));
         }
     }
 
