@@ -328,6 +328,9 @@ struct Shared {
     float keyWeights[C::KP * D][GQ];          // per key k-row: qn of its channel * 2^-exponent * plane weight
     float p[GQ][RUN];                         // scores, then probabilities, of the unit's tokens
     Stage<D, KB, VB> stages[STAGES];
+    // per lane: the channels of its key k-rows (plane-major, two 16-bit indices a word), read back by fetch()
+    // with one load rather than recomputed each unit
+    uint32_t keyChannels[LANES][C::KP * D / 64];
 };
 
 // What one CTA knows about its sequence, head and split.
@@ -433,6 +436,8 @@ struct Attention {
                     exponent = C::KeyPlane1::exponent(P) - Planes<KB>::LOW0;
                 }
                 keyChannel[pl][i] = channel;
+                uint32_t& slot = sh.keyChannels[lane][(pl * KCH + i) / 2];
+                slot = (i % 2 == 0 ? 0u : slot) | (uint32_t) channel << (16 * (i % 2));
 #pragma unroll
                 for (int g = 0; g < GQ; g++) sh.keyWeights[pl * D + r][g] = sh.qn[g][channel] * kvmix::pow2(-exponent);
             }
@@ -523,10 +528,16 @@ struct Attention {
             }
             if constexpr (C::KP == 2) d.keyWords1[0] = st.keyWords[offsets.keyWords1];
             const __half* scales = reinterpret_cast<const __half*>(st.keyMeta);
+            uint32_t channels[C::KP * KCH / 2];
+#pragma unroll
+            for (int w = 0; w < C::KP * KCH / 2; w++) channels[w] = sh.keyChannels[lane][w];
 #pragma unroll
             for (int pl = 0; pl < C::KP; pl++)
 #pragma unroll
-                for (int i = 0; i < KCH; i++) d.keyScales[pl][i] = scales[keyChannel[pl][i]];
+                for (int i = 0; i < KCH; i++) {
+                    const uint32_t pair = channels[(pl * KCH + i) / 2];
+                    d.keyScales[pl][i] = scales[i % 2 == 0 ? pair & 0xFFFFu : pair >> 16];
+                }
             const uint32_t* mins = reinterpret_cast<const uint32_t*>(scales + D);
 #pragma unroll
             for (int i = 0; i < D / 64; i++) d.keyMins[i] = mins[lane * (D / 64) + i];

@@ -34,6 +34,18 @@ __device__ __forceinline__ void run_put(uint32_t (&w)[BITS], int i, uint32_t cod
     }
 }
 
+// Replaces code i of a run (words already holding a code there).
+template <int BITS>
+__device__ __forceinline__ void run_set(uint32_t (&w)[BITS], int i, uint32_t code) {
+    constexpr int LOW = BitPlanes<BITS>::LOW;
+    constexpr int PER_WORD = 32 / LOW;
+    w[i / PER_WORD] &= ~(((1u << LOW) - 1u) << (LOW * (i % PER_WORD)));
+    if constexpr (BitPlanes<BITS>::HIGH) {
+        w[LOW] &= ~(1u << i);
+    }
+    run_put<BITS>(w, i, code);
+}
+
 // 2^e as fp32, exactly, for -126 <= e <= 127.
 __device__ __forceinline__ float pow2(int e) {
     return __int_as_float((127 + e) << 23);

@@ -68,6 +68,15 @@ struct MatrixShape {
     __device__ static constexpr int packStride() { return KEYS ? 1 : TILE_STRIDE; }
 };
 
+// clamp(floor(y), 0, 2^BITS - 1) without conversion instructions: y >= 0 (d >= 0), and for y < 2^23 the sum
+// y + 2^23 rounded toward zero is 2^23 + floor(y) exactly, floor(y) in its low mantissa bits; a larger y gives
+// more than the largest code either way.
+template <int BITS>
+__device__ __forceinline__ uint32_t code_of(float y) {
+    const int floorY = __float_as_int(__fadd_rz(y, kvmix::TWO_POW_23)) - __float_as_int(kvmix::TWO_POW_23);
+    return (uint32_t) min((1 << BITS) - 1, max(0, floorY));
+}
+
 // FORMAT.md section 1 for every group, then section 3 packing. meta: [3][metaCount] fp32 scratch
 // (scales, mins, 1 / scales).
 template <int BITS, bool KEYS, int D>
@@ -120,7 +129,9 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m
         minsOut[item] = __float2half_rn(lo);
         scales[item] = scaleValue;
         mins[item] = lo;
-        inverseScales[item] = 1.0f / scaleValue;
+        // a zero scale (all of the group's values equal, or closer than fp16 resolves) gives code 0 for all: with
+        // 1/scale taken as 0, y below is 0.5 whatever d is
+        inverseScales[item] = scaleValue == 0.0f ? 0.0f : 1.0f / scaleValue;
     }
     __syncthreads();
 
@@ -133,12 +144,11 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m
         const __half* row = tile + lane * m.laneStride() + run * RUN * m.packStride();
         const int meta0 = group * packLength + run * RUN;
         uint32_t words[BITS] = {};
+        uint32_t exact = 0;  // codes whose y lies within 1e-4 of an integer: redone with the IEEE division below
 #pragma unroll
         for (int i = 0; i < RUN; i += 4) {
-            const float4 scale4 = *reinterpret_cast<const float4*>(scales + meta0 + i);
             const float4 min4 = *reinterpret_cast<const float4*>(mins + meta0 + i);
             const float4 inverse4 = *reinterpret_cast<const float4*>(inverseScales + meta0 + i);
-            const float scale[4] = {scale4.x, scale4.y, scale4.z, scale4.w};
             const float mn[4] = {min4.x, min4.y, min4.z, min4.w};
             const float inverse[4] = {inverse4.x, inverse4.y, inverse4.z, inverse4.w};
             float x[4];
@@ -152,23 +162,21 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m
             }
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const float d = __fsub_rn(x[e], mn[e]);
                 // y = fl(fl(d / scale) + 0.5) and code = floor(y) as FORMAT.md says. A multiply by 1/scale is
                 // within a few ulps (< 1e-5 for y < 17) of the quotient, so it gives the same floor unless
-                // y lands within 1e-4 of an integer; only then is the IEEE division worth its cost.
-                // floor(y) without conversion instructions: y >= 0 (d >= 0), and for y < 2^23 the sum y + 2^23
-                // rounded toward zero is 2^23 + floor(y) exactly, floor(y) in its low mantissa bits; a larger y
-                // gives more than maxCode either way.
-                const float y = __fadd_rn(__fmul_rn(d, inverse[e]), 0.5f);
-                float floorBits = __fadd_rz(y, kvmix::TWO_POW_23);
-                const float fraction = __fsub_rn(y, __fsub_rn(floorBits, kvmix::TWO_POW_23));
-                if (scale[e] != 0.0f && (fraction < 1e-4f || fraction > 1.0f - 1e-4f)) {
-                    floorBits = __fadd_rz(__fadd_rn(__fdiv_rn(d, scale[e]), 0.5f), kvmix::TWO_POW_23);
-                }
-                const int floorY = __float_as_int(floorBits) - __float_as_int(kvmix::TWO_POW_23);
-                const uint32_t code = scale[e] == 0.0f ? 0u : (uint32_t) min(maxCode, max(0, floorY));
-                kvmix::run_put<BITS>(words, i + e, code);
+                // y lands within 1e-4 of an integer; only those codes (rare) are redone with the division.
+                const float y = __fadd_rn(__fmul_rn(__fsub_rn(x[e], mn[e]), inverse[e]), 0.5f);
+                const float fraction = __fsub_rn(y, __fsub_rn(__fadd_rz(y, kvmix::TWO_POW_23), kvmix::TWO_POW_23));
+                if (fraction < 1e-4f || fraction > 1.0f - 1e-4f) exact |= 1u << (i + e);
+                kvmix::run_put<BITS>(words, i + e, code_of<BITS>(y));
             }
+        }
+        while (exact != 0) {
+            const int i = __ffs(exact) - 1;
+            exact &= exact - 1;
+            const float x = __half2float(row[i * m.packStride()]);
+            const float d = __fsub_rn(x, mins[meta0 + i]);
+            kvmix::run_set<BITS>(words, i, code_of<BITS>(__fadd_rn(__fdiv_rn(d, scales[meta0 + i]), 0.5f)));
         }
         uint32_t* wordsOut = reinterpret_cast<uint32_t*>(out);
 #pragma unroll
