@@ -2,7 +2,7 @@
 # Runs on the GPU machine, from the folder stage-device.sh filled (carried as .device):
 #   bash .device/run-on-device.sh tests bench
 # tests: the kvmix-cuda JUnit suite on the GPU (JUnit console launcher) -> $OUT/gpu-tests.txt + XML reports
-# bench: PyTorch fp16 SDPA baseline, then DeviceBench -> $OUT/sdpa.json, $OUT/results-h200.json
+# bench: PyTorch fp16 SDPA baseline, then DeviceBench -> $OUT/sdpa.json, $OUT/results.json
 # PtxManifestTest is left out there: it reads the CUDA sources of the build tree, which is not carried
 # (it runs with every ./run-tests instead).
 set -euo pipefail
@@ -29,7 +29,7 @@ for task in "$@"; do
         bench)
             python3 "$DIR/bench/sdpa_baseline.py" > "$OUT/sdpa.json"
             "${JAVA[@]}" -Xmx48g -cp "$DIR/lib/*:$PTX_RESOURCES" io.kvmix.cuda.bench.DeviceBench --sdpa "$OUT/sdpa.json" \
-                > "$OUT/results-h200.json"
+                > "$OUT/results.json"
             ;;
         *)
             echo "unknown task $task (tests, bench)" >&2
