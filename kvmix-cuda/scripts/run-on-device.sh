@@ -11,15 +11,13 @@ OUT="${OUT:-/tmp/kvmix-device-out}"
 mkdir -p "$OUT"
 tar xJf "$DIR/jre25.txz" -C /tmp 2>/dev/null \
     || python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall("/tmp")' "$DIR/jre25.txz"
-# the PTX comes from the checkout this script runs in (stage-device.sh leaves it out of the staged jar)
-PTX_RESOURCES="$(cd "$DIR/.." && pwd)/kvmix-cuda/src/main/resources"
 JAVA=(/tmp/jre/bin/java --add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED)
 export CUDA_CACHE_PATH=/tmp/kvmix-cuda-jit-cache   # the PTX is compiled once, shared by both JVMs
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$OUT/device.txt" || true
 for task in "$@"; do
     case "$task" in
         tests)
-            classpath="$(ls "$DIR"/lib/*.jar "$DIR"/test/*.jar | tr '\n' ':')$PTX_RESOURCES"
+            classpath="$(ls "$DIR"/lib/*.jar "$DIR"/test/*.jar | tr '\n' ':')"
             "${JAVA[@]}" -jar "$DIR"/junit/junit-platform-console-standalone-*.jar execute \
                 --class-path "$classpath" --scan-class-path "$DIR/test/kvmix-cuda-tests.jar" \
                 --exclude-classname '.*PtxManifestTest' --reports-dir "$OUT/junit" \
@@ -28,7 +26,7 @@ for task in "$@"; do
             ;;
         bench)
             python3 "$DIR/bench/sdpa_baseline.py" > "$OUT/sdpa.json"
-            "${JAVA[@]}" -Xmx48g -cp "$DIR/lib/*:$PTX_RESOURCES" io.kvmix.cuda.bench.DeviceBench --sdpa "$OUT/sdpa.json" \
+            "${JAVA[@]}" -Xmx48g -cp "$DIR/lib/*" io.kvmix.cuda.bench.DeviceBench --sdpa "$OUT/sdpa.json" \
                 > "$OUT/results.json"
             ;;
         *)

@@ -20,13 +20,7 @@ mkdir -p "$DEST/lib" "$DEST/test" "$DEST/junit" "$DEST/bench"
 # runtime jars + slf4j-simple (test scope) for log lines; JUnit itself comes with the console launcher.
 mvn -q -B -pl kvmix-cuda -am package dependency:copy-dependencies -DskipTests -DincludeScope=test \
     -DoutputDirectory="$DEST/lib" -DexcludeGroupIds=io.kvmix,org.junit.jupiter,org.junit.platform,org.opentest4j,org.apiguardian
-cp kvmix-core/target/kvmix-core-*.jar "$DEST/lib/"
-# The PTX (9 MB) travels with the checkout: run-on-device.sh puts kvmix-cuda/src/main/resources on the class
-# path, so the staged kvmix-cuda jar leaves it out and the checkout plus this folder stay under 64 MiB.
-tmp="$(mktemp -d)"
-(cd "$tmp" && "$JAVA_HOME/bin/jar" --extract --file "$ROOT"/kvmix-cuda/target/kvmix-cuda-*[0-9T].jar && rm -r io/kvmix/cuda/ptx \
-    && "$JAVA_HOME/bin/jar" --create --file "$DEST/lib/$(basename "$ROOT"/kvmix-cuda/target/kvmix-cuda-*[0-9T].jar)" -C "$tmp" .)
-rm -rf "$tmp"
+cp kvmix-core/target/kvmix-core-*.jar kvmix-cuda/target/kvmix-cuda-*.jar "$DEST/lib/"
 # jcuda-natives is 9.5 MB, mostly libraries the driver API never loads (NVPTX compiler, runtime, NVRTC):
 # keep only libJCudaDriver so the carried folder stays well inside the device tool's 64 MiB.
 natives="$(ls "$DEST"/lib/jcuda-natives-*.jar)"

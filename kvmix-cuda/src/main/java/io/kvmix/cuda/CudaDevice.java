@@ -17,16 +17,13 @@ import jcuda.driver.CUstreamCaptureMode;
 import jcuda.driver.JCudaDriver;
 
 import java.io.IOException;
-import java.io.InputStream;
-import java.io.UncheckedIOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
-import java.nio.file.Files;
-import java.nio.file.Path;
+import java.io.InputStream;
+import java.io.UncheckedIOException;
 import java.util.Arrays;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.zip.GZIPInputStream;
 
 /**
  * One GPU: its primary context, one stream that every kvmix operation runs on (so operations are
@@ -165,8 +162,8 @@ public final class CudaDevice {
     }
 
     /**
-     * The kernel {@code kernel} of {@code module} (a module that scripts/build-ptx.sh writes, e.g. "quantize_pack"
-     * or "fused_attention.d128_g1_k2v2"), loading the module's PTX on first use.
+     * The kernel {@code kernel} of {@code module} (a .cu file of src/main/cuda, e.g. "quantize_pack"),
+     * loading the module's PTX on first use.
      */
     public CUfunction kernel(String module, String kernel) {
         return functions.computeIfAbsent(kernel, k -> {
@@ -183,50 +180,20 @@ public final class CudaDevice {
         });
     }
 
-    /**
-     * System property naming a folder of PTX files ({@code <module>.<arch>.ptx.gz}) that replace the bundled ones
-     * of the same name: for trying kernel changes without rebuilding the jar.
-     */
-    public static final String PTX_DIR_PROPERTY = "kvmix.ptxDir";
-
-    /** The gzip-compressed PTX of {@code module} for {@code arch}, relative to this class (scripts/build-ptx.sh). */
-    static String ptxResource(String module, String arch) {
-        return "ptx/" + module + "." + arch + ".ptx.gz";
-    }
-
     private CUmodule load(String module) {
-        String resource = ptxResource(module, ptxArch());
+        String resource = "ptx/" + module + "." + ptxArch() + ".ptx";
         byte[] ptx;
-        String overrides = System.getProperty(PTX_DIR_PROPERTY);
-        Path override = overrides == null ? null : Path.of(overrides, Path.of(resource).getFileName().toString());
-        try (InputStream in = override != null && Files.exists(override) ? Files.newInputStream(override)
-                : CudaDevice.class.getResourceAsStream(resource)) {
+        try (InputStream in = CudaDevice.class.getResourceAsStream(resource)) {
             if (in == null) {
                 throw new IllegalStateException("PTX resource io/kvmix/cuda/" + resource + " is missing from the jar");
             }
-            ptx = new GZIPInputStream(in).readAllBytes();
+            ptx = in.readAllBytes();
         } catch (IOException e) {
             throw new UncheckedIOException("cannot read PTX resource " + resource, e);
         }
         CUmodule handle = new CUmodule();
         JCudaDriver.cuModuleLoadData(handle, Arrays.copyOf(ptx, ptx.length + 1));  // NUL-terminated
         return handle;
-    }
-
-    /** Registers per thread, local (spilled) bytes per thread and static shared bytes of {@code function}. */
-    public KernelResources resources(CUfunction function) {
-        bind();
-        int[] registers = {0};
-        int[] local = {0};
-        int[] shared = {0};
-        JCudaDriver.cuFuncGetAttribute(registers, CUfunction_attribute.CU_FUNC_ATTRIBUTE_NUM_REGS, function);
-        JCudaDriver.cuFuncGetAttribute(local, CUfunction_attribute.CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, function);
-        JCudaDriver.cuFuncGetAttribute(shared, CUfunction_attribute.CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, function);
-        return new KernelResources(registers[0], local[0], shared[0]);
-    }
-
-    /** What the JIT made of a kernel: per thread registers and local bytes, per CTA static shared bytes. */
-    public record KernelResources(int registers, int localBytes, int staticSharedBytes) {
     }
 
     /** CTAs of {@code threads} threads and {@code dynamicSharedBytes} that one multiprocessor can hold at once. */

@@ -47,13 +47,13 @@ import java.util.stream.IntStream;
  * Cache state: the prompt is appended as one prefill of T - 1 tokens and one decode token, with the
  * reference residual ratio for the width (so about 95% of the context is packed; the JSON gives the counts).
  *
- * <p>Usage: {@code DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name] [--widths 2,3,4]}
+ * <p>Usage: {@code DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name]}
  */
 public final class DeviceBench {
     private static final int HEAD_DIM = 128;
     private static final int GROUP_SIZE = 32;
     private static final int CALLS_PER_SAMPLE = 20;
-    private static final List<Integer> WIDTHS = List.of(2, 3, 4);
+    private static final int[] WIDTHS = {2, 3, 4};
 
     private record Shape(String name, int batch, int tokens, int queryHeads, int kvHeads) {
     }
@@ -67,27 +67,22 @@ public final class DeviceBench {
     private final int samples;
     private final ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
 
-    private final List<Integer> widths;
-
-    private DeviceBench(CudaDevice device, int samples, List<Integer> widths) {
+    private DeviceBench(CudaDevice device, int samples) {
         this.device = device;
         this.samples = samples;
-        this.widths = widths;
     }
 
     public static void main(String[] args) throws IOException {
         Path sdpaFile = null;
         int samples = 30;
         List<String> shapeNames = SHAPES.stream().map(Shape::name).toList();
-        List<Integer> widths = WIDTHS;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--sdpa" -> sdpaFile = Path.of(args[++i]);
                 case "--samples" -> samples = Integer.parseInt(args[++i]);
                 case "--shapes" -> shapeNames = List.of(args[++i].split(","));
-                case "--widths" -> widths = Arrays.stream(args[++i].split(",")).map(Integer::valueOf).toList();
                 default -> throw new IllegalArgumentException("unknown argument " + args[i]
-                        + "; usage: DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name] [--widths 2,3,4]");
+                        + "; usage: DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name]");
             }
         }
         if (!CudaRuntime.isAvailable()) {
@@ -100,7 +95,7 @@ public final class DeviceBench {
             throw new IllegalArgumentException("--shapes " + selected + ": known shapes are "
                     + SHAPES.stream().map(Shape::name).toList());
         }
-        DeviceBench bench = new DeviceBench(CudaRuntime.device(), samples, widths);
+        DeviceBench bench = new DeviceBench(CudaRuntime.device(), samples);
         JsonNode sdpa = sdpaFile == null ? null : bench.json.readTree(sdpaFile.toFile());
         System.out.println(bench.json.writeValueAsString(bench.run(shapes, sdpa)));
     }
@@ -168,7 +163,7 @@ public final class DeviceBench {
         if (sdpa != null) {
             out.set("sdpa_fp16", sdpa);
         }
-        ArrayNode byWidth = out.putArray("fused_attention");
+        ArrayNode widths = out.putArray("fused_attention");
         try (DeviceBuffer keyRows = device.allocate(2L * keys.length, shape.name() + " key rows");
              DeviceBuffer valueRows = device.allocate(2L * values.length, shape.name() + " value rows");
              DeviceBuffer q = device.allocate(2L * queries.length, shape.name() + " queries");
@@ -177,10 +172,10 @@ public final class DeviceBench {
             keyRows.upload(keys, keys.length);
             valueRows.upload(values, values.length);
             q.upload(queries, queries.length);
-            for (int bits : widths) {
+            for (int bits : WIDTHS) {
                 LayerQuant quant = LayerQuant.reference(bits, bits);
                 try (DeviceBatchKvCache cache = new DeviceBatchKvCache(device, geometry, 0, quant, GROUP_SIZE, shape.batch())) {
-                    ObjectNode width = byWidth.addObject();
+                    ObjectNode width = widths.addObject();
                     width.put("bits", bits);
                     if (shape.batch() > 1 || shape.tokens() == 4096) {
                         width.set("append", appendTimes(cache, shape, keyRows, valueRows, timer, copyRate));
@@ -196,11 +191,6 @@ public final class DeviceBench {
                     double median = attentionMillis(cache, q, o, shape, scale, chosen, timer);
                     width.put("median_ms", median);
                     width.put("split_tokens", 32 * chosen);
-                    CudaDevice.KernelResources kernel = cache.attentionKernelResources(shape.queryHeads());
-                    ObjectNode resources = width.putObject("kernel");
-                    resources.put("registers", kernel.registers());
-                    resources.put("local_bytes", kernel.localBytes());
-                    resources.put("static_shared_bytes", kernel.staticSharedBytes());
                     ObjectNode sweep = width.putObject("median_ms_by_split_tokens");
                     for (int units : new int[] {4, 8, 16, 32, 64}) {
                         sweep.put(Integer.toString(32 * units), attentionMillis(cache, q, o, shape, scale, units, timer));

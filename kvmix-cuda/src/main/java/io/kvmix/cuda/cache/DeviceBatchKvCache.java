@@ -7,7 +7,6 @@ import io.kvmix.core.quant.MatrixOrigin;
 import io.kvmix.core.quant.QuantizationException;
 import io.kvmix.cuda.CudaDevice;
 import io.kvmix.cuda.DeviceBuffer;
-import jcuda.driver.CUfunction;
 
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
@@ -32,22 +31,16 @@ import java.util.function.IntUnaryOperator;
 public final class DeviceBatchKvCache implements BatchKvCache {
     private static final String QUANTIZE_MODULE = "quantize_pack";
     private static final String ATTENTION_MODULE = "fused_attention";
-    /** Threads of an append CTA; an attention CTA is one warp. */
-    private static final int APPEND_THREADS = 128;
-    private static final int ATTENTION_THREADS = 32;
+    private static final int THREADS = 128;
     /** Tokens per attention work unit (one warp lane per token, one run of a packed matrix). */
     private static final int UNIT = 32;
     /** Split lengths the attention may choose, in units; and a CTA's fixed work in units (see chooseSplitUnits). */
     private static final int MIN_SPLIT_UNITS = 4;
     private static final int MAX_SPLIT_UNITS = 64;
     private static final int FIXED_CTA_UNITS = 6;
-    /** About how many packed units' worth of time a unit with fp16 rows takes: FP splits are this much shorter. */
-    private static final int FP_UNIT_COST = 3;
     /** Head dimensions and query heads per KV head that the attention kernels are built for. */
     public static final Set<Integer> HEAD_DIMS = Set.of(64, 128);
     public static final Set<Integer> QUERY_GROUPS = Set.of(1, 2, 4, 8);
-    /** Bytes of struct UnitSources in fused_attention.cu (UNIT_SOURCES_BYTES there). */
-    private static final int UNIT_SOURCES_BYTES = 48;
     /** Bytes of struct CacheParams in fused_attention.cu: two StreamTables of 40 bytes and six ints. */
     private static final int ATTENTION_PARAMS_BYTES = 104;
     /** Error kinds of the append kernel (quantize_pack.cu); the other kind is a scale overflow. */
@@ -70,7 +63,7 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     private final GrowableBuffer partialAcc;
     private final GrowableBuffer partialStats;
     private final GrowableBuffer output;
-    /** Occupancy calculator answers by kernel (an append kernel or the attention's query group) and shared bytes. */
+    /** Occupancy calculator answers by kernel and shared memory size (asked once each). */
     private final Map<String, Integer> residentCtas = new HashMap<>();
     private boolean open = true;
 
@@ -314,15 +307,10 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         int tileFloats = (groupSize * (geometry.headDim() + 2) + 1) / 2;
         int metaCount = stream.layout().metaCount();
         int sharedBytes = 4 * (tileFloats + 3 * metaCount);
-        // one CTA per (job, head) up to what the GPU holds at once; each CTA then walks the rest (quantize_pack.cu)
-        CUfunction kernel = device.kernel(QUANTIZE_MODULE, stream.appendKernel());
-        long items = (long) jobs.jobCount() * geometry.kvHeads();
-        int resident = residentCtas.computeIfAbsent(stream.appendKernel() + "/" + sharedBytes,
-                key -> device.residentCtas(kernel, APPEND_THREADS, sharedBytes));
-        int ctas = (int) Math.min(items, (long) device.multiprocessors() * Math.max(1, resident));
-        device.launch(kernel, new int[] {ctas, 1, 1}, APPEND_THREADS, sharedBytes,
-                new long[] {jobsAddress}, new int[] {jobs.jobCount()}, new int[] {geometry.kvHeads()},
-                new long[] {rows}, new int[] {half ? 1 : 0}, new long[] {stream.appendParamsAddress()});
+        device.launch(device.kernel(QUANTIZE_MODULE, "kvmix_append_stream"),
+                new int[] {jobs.jobCount(), geometry.kvHeads(), 1}, THREADS, sharedBytes,
+                new long[] {jobsAddress}, new long[] {rows}, new int[] {half ? 1 : 0},
+                new long[] {stream.appendParamsAddress()});
     }
 
     /** The exception for an error record of the append kernel (layout: DeviceStream.ERROR_INTS). */
@@ -384,87 +372,54 @@ public final class DeviceBatchKvCache implements BatchKvCache {
                 throw new IllegalStateException("layer " + layer + " attention: sequence " + s + " is empty");
             }
         }
-        SplitPlan plan = SplitPlan.of(packedUnits(), fpUnits(), splitUnits);
-        int splits = plan.splits();
+        int splits = Math.max(1, ceilDiv(regularUnits(), splitUnits));
         long partials = (long) batch * queryHeads * splits;
         DeviceBuffer acc = partialAcc.ensure(4L * partials * d);
         DeviceBuffer stats = partialStats.ensure(8L * partials);
-        device.launch(attentionKernel(group),
-                new int[] {kvHeads, batch, splits}, ATTENTION_THREADS, attentionSharedBytes(splitUnits),
+        device.launch(device.kernel(ATTENTION_MODULE, attentionKernel(group)),
+                new int[] {splits, kvHeads, batch}, THREADS, attentionSharedBytes(group, splitUnits),
                 new long[] {attentionParams.address()}, new long[] {control.buffer().address()},
                 new long[] {queries.address()}, new int[] {queriesHalf ? 1 : 0}, new float[] {scale},
-                new int[] {splitUnits}, new int[] {plan.fpSplitUnits()}, new int[] {plan.packedSplits()},
-                new long[] {acc.address()}, new long[] {stats.address()});
+                new int[] {splitUnits}, new long[] {acc.address()}, new long[] {stats.address()});
         device.launch(device.kernel(ATTENTION_MODULE, "kvmix_attend_combine"), new int[] {batch * queryHeads, 1, 1}, d, 0,
                 new long[] {acc.address()}, new long[] {stats.address()}, new int[] {splits}, new int[] {d},
                 new long[] {out.address()}, new int[] {outHalf ? 1 : 0});
     }
 
-    /** Most units of 32 tokens after the sinks that a sequence has before its first unit with fp16 rows. */
-    private int packedUnits() {
-        int most = 0;
+    /** Units of 32 tokens after the sinks in the longest sequence. */
+    private int regularUnits() {
+        int longest = 0;
         for (int s = 0; s < batch; s++) {
-            most = Math.max(most, firstFpUnit(s));
+            longest = Math.max(longest, length(s));
         }
-        return most;
-    }
-
-    /** Most units a sequence has from its first unit with fp16 rows on (the FP window). */
-    private int fpUnits() {
-        int most = 0;
-        for (int s = 0; s < batch; s++) {
-            most = Math.max(most, ceilDiv(Math.max(0, length(s) - quant.sinks()), UNIT) - firstFpUnit(s));
-        }
-        return most;
-    }
-
-    /** fused_attention.cu's fpUnit: the unit after the sinks that holds the first fp16 row of either stream. */
-    private int firstFpUnit(int sequence) {
-        return Math.max(0, Math.min(keys.packedEnd(sequence), values.packedEnd(sequence)) - quant.sinks()) / UNIT;
-    }
-
-    /**
-     * How the attention splits every sequence (fused_attention.cu): its packed units in {@code packedSplits} runs
-     * of {@code splitUnits}, then its FP window in runs of {@code fpSplitUnits} (a unit with fp16 rows costs about
-     * {@value #FP_UNIT_COST} packed ones).
-     */
-    record SplitPlan(int splitUnits, int fpSplitUnits, int packedSplits, int splits) {
-        static SplitPlan of(int packedUnits, int fpUnits, int splitUnits) {
-            int fpSplitUnits = Math.max(1, ceilDiv(splitUnits, FP_UNIT_COST));
-            int packedSplits = ceilDiv(packedUnits, splitUnits);
-            return new SplitPlan(splitUnits, fpSplitUnits, packedSplits,
-                    Math.max(1, packedSplits + ceilDiv(fpUnits, fpSplitUnits)));
-        }
+        return Math.max(1, ceilDiv(longest - quant.sinks(), UNIT));
     }
 
     /** Split length (in units of 32 tokens) that {@link #attendDevice} uses for {@code queryHeads} query heads. */
     public int splitUnits(int queryHeads) {
         int group = queryHeads / geometry.kvHeads();
-        return chooseSplitUnits(packedUnits(), fpUnits(), batch * geometry.kvHeads(), device.multiprocessors(),
+        return chooseSplitUnits(regularUnits(), batch * geometry.kvHeads(), device.multiprocessors(),
                 units -> residentCtas(group, units));
     }
 
     /**
      * Picks the split length that minimises the modelled time {@code waves x (units per CTA + fixed)}: a CTA's
      * time grows with its units plus a fixed part (query load, source lookups, softmax, partial write; about
-     * {@value #FIXED_CTA_UNITS} units' worth on the H100), and CTAs (packed and FP splits of every sequence and KV
-     * head) run in waves of (multiprocessors x resident CTAs per multiprocessor). Long splits amortise the fixed
-     * part; the wave count penalises a last wave that leaves most of the GPU idle.
+     * {@value #FIXED_CTA_UNITS} units' worth on the H200), and CTAs run in waves of (multiprocessors x resident
+     * CTAs per multiprocessor). Long splits amortise the fixed part; the wave count penalises a last wave
+     * that leaves most of the GPU idle.
      *
-     * @param packedUnits       units of 32 tokens before the FP window in the longest such run of a sequence
-     * @param fpUnits           units of the longest FP window
+     * @param units             units of 32 tokens after the sinks in the longest sequence
      * @param pairs             batch x KV heads (CTAs per split)
      * @param residentCtas      CTAs one multiprocessor holds at a split length (from the occupancy calculator)
      */
-    static int chooseSplitUnits(int packedUnits, int fpUnits, int pairs, int multiprocessors,
-                                IntUnaryOperator residentCtas) {
+    static int chooseSplitUnits(int units, int pairs, int multiprocessors, IntUnaryOperator residentCtas) {
         int best = MIN_SPLIT_UNITS;
         long bestCost = Long.MAX_VALUE;
         for (int splitUnits = MIN_SPLIT_UNITS; splitUnits <= MAX_SPLIT_UNITS; splitUnits++) {
-            int packedSplits = Math.max(1, ceilDiv(packedUnits, splitUnits));
-            int perCta = Math.max(1, ceilDiv(packedUnits, packedSplits));  // the same splits, evened out
-            SplitPlan plan = SplitPlan.of(packedUnits, fpUnits, perCta);
-            long ctas = (long) pairs * plan.splits();
+            int splits = ceilDiv(units, splitUnits);
+            int perCta = ceilDiv(units, splits);
+            long ctas = (long) pairs * splits;
             int resident = residentCtas.applyAsInt(perCta);
             if (resident == 0) {  // the CTA's shared memory does not fit
                 break;
@@ -475,7 +430,7 @@ public final class DeviceBatchKvCache implements BatchKvCache {
                 bestCost = cost;
                 best = perCta;
             }
-            if (packedSplits == 1) {
+            if (splits == 1) {
                 break;
             }
         }
@@ -483,41 +438,18 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     }
 
     private int residentCtas(int group, int splitUnits) {
-        int sharedBytes = attentionSharedBytes(splitUnits);
-        return residentCtas.computeIfAbsent(group + "/" + sharedBytes,
-                key -> device.residentCtas(attentionKernel(group), ATTENTION_THREADS, sharedBytes));
+        int sharedBytes = attentionSharedBytes(group, splitUnits);
+        return residentCtas.computeIfAbsent(attentionKernel(group) + "/" + sharedBytes,
+                key -> device.residentCtas(device.kernel(ATTENTION_MODULE, attentionKernel(group)), THREADS, sharedBytes));
     }
 
-    /** Dynamic shared memory of one attention CTA: where each of its units lives (struct UnitSources). */
-    private int attentionSharedBytes(int splitUnits) {
-        return (ceilDiv(quant.sinks(), UNIT) + splitUnits) * UNIT_SOURCES_BYTES;
+    /** Dynamic shared memory of one attention CTA: per unit its four source addresses and fp32 scores per query head. */
+    private int attentionSharedBytes(int group, int splitUnits) {
+        return (ceilDiv(quant.sinks(), UNIT) + splitUnits) * (32 + 4 * group * UNIT);
     }
 
-    private CUfunction attentionKernel(int group) {
-        return device.kernel(attentionModule(geometry.headDim(), group, keys.bits(), values.bits()),
-                attentionKernelName(geometry.headDim(), group, keys.bits(), values.bits()));
-    }
-
-    /** What the JIT made of the attention kernel for {@code queryHeads} query heads (for benchmarks and tuning). */
-    public CudaDevice.KernelResources attentionKernelResources(int queryHeads) {
-        checkOpen();
-        return device.resources(attentionKernel(queryHeads / geometry.kvHeads()));
-    }
-
-    /**
-     * The PTX module (scripts/build-ptx.sh) of the attention kernel for head dim {@code headDim}, {@code group} query
-     * heads per KV head and key/value widths: one module per kernel.
-     */
-    public static String attentionModule(int headDim, int group, int keyBits, int valueBits) {
-        return ATTENTION_MODULE + "." + attentionInstance(headDim, group, keyBits, valueBits);
-    }
-
-    private static String attentionKernelName(int headDim, int group, int keyBits, int valueBits) {
-        return "kvmix_attend_" + attentionInstance(headDim, group, keyBits, valueBits);
-    }
-
-    private static String attentionInstance(int headDim, int group, int keyBits, int valueBits) {
-        return "d" + headDim + "_g" + group + "_k" + keyBits + "v" + valueBits;
+    private String attentionKernel(int group) {
+        return "kvmix_attend_d" + geometry.headDim() + "_g" + group;
     }
 
     private static int ceilDiv(int a, int b) {

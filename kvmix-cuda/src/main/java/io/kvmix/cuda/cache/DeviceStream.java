@@ -134,11 +134,6 @@ final class DeviceStream implements AutoCloseable {
         return buffer;
     }
 
-    /** The append kernel of this stream (quantize_pack.cu): one per stream kind, head dim and width. */
-    String appendKernel() {
-        return "kvmix_append_" + (keys ? "keys" : "values") + "_d" + headDim + "_b" + bits();
-    }
-
     String streamName() {
         return keys ? "keys" : "values";
     }
