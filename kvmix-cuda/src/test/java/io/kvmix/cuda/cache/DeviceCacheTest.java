@@ -201,30 +201,23 @@ class DeviceCacheTest {
         KvGeometry geometry = new KvGeometry(2, 128, 256, 0);
         LayerQuant quant = LayerQuant.reference(3, 2);
         Random random = new Random(12);
-        int rows = 96;
-        float[] keys = TestRows.random(random, rows * geometry.rowWidth());
-        float[] values = TestRows.random(random, rows * geometry.rowWidth());
-        short[] halfKeys = new short[keys.length];
-        short[] halfValues = new short[values.length];
-        for (int i = 0; i < keys.length; i++) {
-            halfKeys[i] = Fp16.encode(keys[i]);
-            halfValues[i] = Fp16.encode(values[i]);
-        }
-        halfKeys[(64 + 7) * geometry.rowWidth() + 128 + 99] = (short) 0x7E00;  // NaN: sequence 1, its token 7, head 1
+        float[] keys = TestRows.random(random, 96 * geometry.rowWidth());
+        float[] values = TestRows.random(random, 96 * geometry.rowWidth());
+        int bad = (64 + 7) * geometry.rowWidth() + 128 + 99;  // sequence 1, its token 7, head 1, channel 99
+        keys[bad] = Float.NaN;
         try (DeviceBatchKvCache gpu = new DeviceBatchKvCache(device, geometry, 2, quant, 32, 2);
-             DeviceBuffer k = device.allocate(2L * halfKeys.length, "half keys");
-             DeviceBuffer v = device.allocate(2L * halfValues.length, "half values")) {
-            k.upload(halfKeys, halfKeys.length);
-            v.upload(halfValues, halfValues.length);
+             DeviceBuffer badKeys = TestRows.halfRows(device, keys);
+             DeviceBuffer v = TestRows.halfRows(device, values)) {
             QuantizationException e = assertThrows(QuantizationException.class,
-                    () -> gpu.appendDevice(k, v, true, new int[] {64, 32}));
+                    () -> gpu.appendDevice(badKeys, v, true, new int[] {64, 32}));
             assertEquals("layer 2 keys, sequence 1, kv-head 1, token 7, channel 99: value NaN is not finite in fp16"
                     + " (|x| must be < 65520)", e.getMessage());
             assertEquals(0, gpu.length(0));
             assertEquals(0, gpu.length(1));
-            halfKeys[(64 + 7) * geometry.rowWidth() + 128 + 99] = Fp16.encode(0.5f);
-            k.upload(halfKeys, halfKeys.length);
-            gpu.appendDevice(k, v, true, new int[] {64, 32});
+            keys[bad] = 0.5f;
+            try (DeviceBuffer k = TestRows.halfRows(device, keys)) {
+                gpu.appendDevice(k, v, true, new int[] {64, 32});
+            }
             assertEquals(64, gpu.length(0));
             assertEquals(32, gpu.length(1));
         }

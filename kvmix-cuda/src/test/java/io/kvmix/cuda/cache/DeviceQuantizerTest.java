@@ -59,7 +59,7 @@ class DeviceQuantizerTest {
         float[] values = halfInput ? TestRows.random(random, rows * geometry.rowWidth()) : TestRows.grid(random, rows * geometry.rowWidth());
         try (DeviceBatchKvCache cache = new DeviceBatchKvCache(device, geometry, 0, quant, groupSize, BATCH)) {
             if (halfInput) {
-                try (DeviceBuffer k = halfRows(device, keys); DeviceBuffer v = halfRows(device, values)) {
+                try (DeviceBuffer k = TestRows.halfRows(device, keys); DeviceBuffer v = TestRows.halfRows(device, values)) {
                     cache.appendDevice(k, v, true, tokens);
                 }
             } else {
@@ -80,16 +80,6 @@ class DeviceQuantizerTest {
                 firstRow += tokens[s];
             }
         }
-    }
-
-    private static DeviceBuffer halfRows(CudaDevice device, float[] rows) {
-        short[] half = new short[rows.length];
-        for (int i = 0; i < rows.length; i++) {
-            half[i] = Fp16.encode(rows[i]);
-        }
-        DeviceBuffer buffer = device.allocate(2L * half.length, "test rows");
-        buffer.upload(half, half.length);
-        return buffer;
     }
 
     /** The reference quantizer on input rows {@code [tokens][heads][D]} rounded to fp16. */

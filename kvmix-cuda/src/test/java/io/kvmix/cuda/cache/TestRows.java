@@ -1,5 +1,9 @@
 package io.kvmix.cuda.cache;
 
+import io.kvmix.core.quant.Fp16;
+import io.kvmix.cuda.CudaDevice;
+import io.kvmix.cuda.DeviceBuffer;
+
 import java.util.Random;
 
 /** Random key/value/query rows for cache tests: Gaussian, with the corner cases of the quantizer mixed in. */
@@ -36,6 +40,17 @@ final class TestRows {
             out[i] = random.nextInt(13) * 0.25f;
         }
         return out;
+    }
+
+    /** {@code rows} rounded to fp16 in a new device buffer (the caller closes it). */
+    static DeviceBuffer halfRows(CudaDevice device, float[] rows) {
+        short[] half = new short[rows.length];
+        for (int i = 0; i < rows.length; i++) {
+            half[i] = Fp16.encode(rows[i]);
+        }
+        DeviceBuffer buffer = device.allocate(2L * half.length, "test rows");
+        buffer.upload(half, half.length);
+        return buffer;
     }
 
     /** Norm-wise relative error ||actual - expected|| / ||expected|| of {@code length} floats from {@code offset}. */
