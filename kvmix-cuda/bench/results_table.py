@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Prints the README's markdown tables from a DeviceBench JSON (default bench/results-h200.json)."""
+"""Prints the README's markdown tables from a DeviceBench JSON (default bench/results-h100.json)."""
 import json
 import sys
 from pathlib import Path
 
 
 def main():
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("results-h200.json")
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("results-h100.json")
     r = json.loads(path.read_text())
     copy = r["copy"]["bytes_read_plus_written_per_s"]
     print(f"Device: {r['device']['name']} ({r['device']['multiprocessors']} SMs, PTX {r['device']['ptx']}); "

@@ -3,6 +3,8 @@
 #   bash .device/run-on-device.sh tests bench
 # tests: the kvmix-cuda JUnit suite on the GPU (JUnit console launcher) -> $OUT/gpu-tests.txt + XML reports
 # bench: PyTorch fp16 SDPA baseline, then DeviceBench -> $OUT/sdpa.json, $OUT/results.json
+# profile: Nsight Compute (full set) of the first 2-bit attention and prefill append launches of batch 8 x 4096
+#          -> $OUT/<kernel>.ncu-rep, <kernel>-details.txt and <kernel>-sass.csv.gz (per-instruction counts, stalls)
 # PtxManifestTest is left out there: it reads the CUDA sources of the build tree, which is not carried
 # (it runs with every ./run-tests instead).
 set -euo pipefail
@@ -29,8 +31,18 @@ for task in "$@"; do
             "${JAVA[@]}" -Xmx48g -cp "$DIR/lib/*" io.kvmix.cuda.bench.DeviceBench --sdpa "$OUT/sdpa.json" \
                 > "$OUT/results.json"
             ;;
+        profile)
+            ncu="$(command -v ncu || echo /usr/local/cuda/bin/ncu)"
+            for kernel in kvmix_attend_d128_g1 kvmix_append_stream; do
+                "$ncu" --target-processes all -k "$kernel" -c 1 --set full --import-source no -f -o "$OUT/$kernel" \
+                    "${JAVA[@]}" -Xmx48g -cp "$DIR/lib/*" io.kvmix.cuda.bench.DeviceBench --shapes batch8_ctx4096 \
+                    --samples 3 > "$OUT/$kernel-bench.json" 2> "$OUT/$kernel-ncu.log" || tail -5 "$OUT/$kernel-ncu.log"
+                "$ncu" -i "$OUT/$kernel.ncu-rep" --page details > "$OUT/$kernel-details.txt"
+                "$ncu" -i "$OUT/$kernel.ncu-rep" --page source --csv --print-source sass | gzip > "$OUT/$kernel-sass.csv.gz"
+            done
+            ;;
         *)
-            echo "unknown task $task (tests, bench)" >&2
+            echo "unknown task $task (tests, bench, profile)" >&2
             exit 2
             ;;
     esac

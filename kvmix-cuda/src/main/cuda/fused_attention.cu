@@ -1,11 +1,11 @@
-// Fused decode attention over the device KV cache, flash-decoding style.
+// Fused decode attention over the device KV cache, flash-decoding style, the packed codes on the tensor cores.
 //
 // Each sequence of the batch has one query token (its newest position). kvmix_attend_d<D>_g<GQ>
 // splits every sequence's history into runs of splitUnits * 32 tokens; grid (splits, kvHeads, batch),
 // one CTA of 4 warps per (split, KV head, sequence) serving the GQ query heads that share that KV head.
-// A CTA scores its tokens (packed keys decoded where they are read, FP keys from fp16 rows), takes a
-// local softmax and sums the values (packed or FP) weighted by it, and writes the unnormalised partial
-// output with its max and sum. kvmix_attend_combine merges the splits of each (sequence, query head).
+// A CTA scores its tokens (packed keys, FP keys from fp16 rows), takes a local softmax and sums the values
+// (packed or FP) weighted by it, and writes the unnormalised partial output with its max and sum.
+// kvmix_attend_combine merges the splits of each (sequence, query head).
 //
 // Tokens of one sequence and stream (FORMAT.md section 4), S sinks, G group size:
 //   [0, S)                 sink rows          sinks[batch][kvHeads][S][D] fp16
@@ -14,10 +14,20 @@
 // packedEnd is per stream (keys and values may differ) and never above the last append's first token:
 // that step's own tokens are read in full precision, as on the CPU.
 //
-// The work unit is 32 consecutive tokens, one run of a packed matrix. Keys: one lane per token, each
-// lane decoding its token's codes from words that the warp reads as 128-byte lines; values: one lane per
-// D/32 channels (a 16-byte load per plane). Each warp loads the next unit while it computes the current.
+// The work unit is 32 consecutive tokens, one run of a packed matrix; each warp takes every 4th unit, and
+// cp.async copies the packed slices of its next unit into shared memory while it computes the current one
+// (fp16 rows are asked into L2 a unit ahead). Packed units are two m16n8k16 fp16 mma products with
+// fp32 accumulation, the left-hand sides cut straight from the packed words:
+//   scores  [32 tokens][heads]    = codes [tokens][channels] x (q * scale)  [channels][heads]
+//   outputs [D channels][heads]  += codes [channels][tokens] x (p * scale)  [tokens][heads]
+// One AND cuts two codes out of a (shifted) word into the two halves of a register, where they read as fp16
+// subnormals code * 2^(exponent - 24), exact (PlanePairs); the right-hand side carries 2^-exponent. The k
+// order of a product is the order those pairs come in; the right-hand sides are written in that order into
+// shared memory and read back with ldmatrix. A right-hand value v goes in as fp16 hi = fp16(v) and
+// lo = fp16(v - hi) (RhsLayout), about 22 bits of v, so the products match fp32 arithmetic to ~1e-6.
+// fp16 rows (sinks, the FP window) are read one token per lane in fp32 arithmetic.
 #include <cuda_fp16.h>
+#include <type_traits>
 #include "kvmix_format.cuh"
 
 namespace {
@@ -25,8 +35,7 @@ namespace {
 using kvmix::RUN;
 constexpr int WARPS = 4;
 constexpr int THREADS = WARPS * 32;
-constexpr int MAX_VALUE_GROUPS = 4;  // D / min(G, D) for D <= 128 and G >= 32
-constexpr int GROUP_PITCH = 33;      // per-group stride of the value-pass scratch: lanes of different groups use distinct banks
+constexpr int LANES = 32;
 #define NEG_INF (-__int_as_float(0x7F800000))  // -inf; a macro: __int_as_float is not constexpr
 
 // One stream of a cache; written once by io.kvmix.cuda.cache.DeviceBatchKvCache (little-endian, this order).
@@ -50,25 +59,16 @@ struct CacheParams {
     int reserved;
 };
 
-template <int D, int GQ>
-struct Layout {
-    static constexpr int CPL = D / 32;  // channels per lane in the value pass
-    // per-warp scratch: keys q*scale [planes][GQ][D]; values p*scale [planes][GQ][MAX_VALUE_GROUPS][GROUP_PITCH];
-    // final sums [GQ][D]. Two planes for 3-bit codes (low 2 bits, high bit), else one.
-    static constexpr int KEY_SCRATCH = 2 * GQ * D;
-    static constexpr int VALUE_SCRATCH = 2 * GQ * MAX_VALUE_GROUPS * GROUP_PITCH;
-    static constexpr int SCRATCH = KEY_SCRATCH > VALUE_SCRATCH ? KEY_SCRATCH : VALUE_SCRATCH;
-    // static shared floats: q [GQ][D], scratch [WARPS][SCRATCH], reduction [WARPS][GQ], max/sum [2][GQ]
-    static constexpr int FIXED = GQ * D + WARPS * SCRATCH + WARPS * GQ + 2 * GQ;
-};
-
 // Where the 32 tokens of one unit live for this CTA's head (0: nothing of that kind to read).
 struct UnitSources {
     unsigned long long keyMatrix;    // packed key matrix of the unit's block
     unsigned long long keyRows;      // fp16 key row of the unit's first token
     unsigned long long valueMatrix;
     unsigned long long valueRows;
+    int inBlock;                     // the unit's first token within its block (0 for sinks)
+    int reserved[3];
 };
+static_assert(sizeof(UnitSources) == 48, "UnitSources layout");
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -76,212 +76,226 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sums GQ values over the warp and leaves lane l the total of value l / (32 / GQ): halving exchanges (offsets
+// 16, 8, .. keep the lane's half of the values), then full sums within each value's lanes.
+template <int GQ>
+__device__ __forceinline__ float warp_sum_scatter(float (&v)[GQ]) {
+    const int lane = threadIdx.x % LANES;
+#pragma unroll
+    for (int half = GQ / 2, o = 16; half >= 1; half /= 2, o /= 2) {
+        const bool upper = (lane & o) != 0;
+#pragma unroll
+        for (int i = 0; i < half; i++) {
+            const float keep = upper ? v[i + half] : v[i];
+            const float send = upper ? v[i] : v[i + half];
+            v[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+        }
+    }
+    float total = v[0];
+#pragma unroll
+    for (int o = 16 / GQ; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
+    return total;
+}
+
+__device__ __forceinline__ uint32_t component(const uint4& v, int i) {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// ---- tensor-core primitives -------------------------------------------------------------------------
+
+// c += a x b for one m16n8k16 tile (a: 4 registers of fp16 pairs, b: 2, c: fp32).
+__device__ __forceinline__ void mma_tile(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The b fragments of two k-tiles from 32 consecutive k-rows of 8 fp16 columns (16 bytes each):
+// b[0], b[1] for rows 0-15, b[2], b[3] for rows 16-31. Lane i names row i.
+__device__ __forceinline__ void load_b_fragments(const uint4* rows, uint32_t (&b)[4]) {
+    const unsigned at = static_cast<unsigned>(__cvta_generic_to_shared(rows + threadIdx.x % LANES));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
+                 : "r"(at)
+                 : "memory");
+}
+
+// Right-hand-side rows: one k-row holds a value per head, split into fp16 hi and lo parts. With up to 4
+// heads a row is [hi0, lo0, hi1, lo1, ...] (column 2g + part; unused columns zero) and one set of rows
+// exists; with 8 heads set 0 holds the hi parts and set 1 (setStride rows further) the lo parts.
+template <int GQ>
+struct RhsLayout {
+    static constexpr int SETS = GQ == 8 ? 2 : 1;
+
+    __device__ __forceinline__ static uint32_t pack(__half a, __half b) {
+        const __half2 h = __halves2half2(a, b);
+        return *reinterpret_cast<const uint32_t*>(&h);
+    }
+    __device__ __forceinline__ static void split(float x, __half& hi, __half& lo) {
+        hi = __float2half_rn(x);
+        lo = __float2half_rn(x - __half2float(hi));
+    }
+
+    __device__ __forceinline__ static void store(uint4* rows, int setStride, int row, const float (&v)[GQ]) {
+        if constexpr (GQ == 8) {
+            uint32_t hi[4], lo[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                __half h0, l0, h1, l1;
+                split(v[2 * e], h0, l0);
+                split(v[2 * e + 1], h1, l1);
+                hi[e] = pack(h0, h1);
+                lo[e] = pack(l0, l1);
+            }
+            rows[row] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+            rows[setStride + row] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+        } else {
+            uint32_t w[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+            for (int g = 0; g < GQ; g++) {
+                __half h, l;
+                split(v[g], h, l);
+                w[g] = pack(h, l);
+            }
+            rows[row] = make_uint4(w[0], w[1], w[2], w[3]);
+        }
+    }
+
+    // The b fragments of one pair of k-tiles (32 rows), and c += a x (k-tile kk of them).
+    struct Fragments {
+        uint32_t hi[4];
+        uint32_t lo[4];
+    };
+    __device__ __forceinline__ static void load(const uint4* rows, int setStride, Fragments& f) {
+        load_b_fragments(rows, f.hi);
+        if constexpr (SETS == 2) load_b_fragments(rows + setStride, f.lo);
+    }
+    __device__ __forceinline__ static void mma(float (&c)[4], const uint32_t (&a)[4], const Fragments& f, int kk) {
+        mma_tile(c, a, f.hi[2 * kk], f.hi[2 * kk + 1]);
+        if constexpr (SETS == 2) mma_tile(c, a, f.lo[2 * kk], f.lo[2 * kk + 1]);
+    }
+
+    // Head of accumulator column 2j + column of lane j = lane % 4 (c[0]/c[2]: column 0, c[1]/c[3]: column 1).
+    // With up to 4 heads both columns are head j (its hi and lo parts; j >= GQ: nothing); with 8, heads 2j, 2j + 1.
+    __device__ __forceinline__ static int columnHead(int j, int column) { return GQ == 8 ? 2 * j + column : j; }
+    __device__ __forceinline__ static bool ownsHeads(int j) { return GQ == 8 || j < GQ; }
+    // Head g's value of accumulator row half h (0: c[0..1], 1: c[2..3]) at the lane's column `column`.
+    __device__ __forceinline__ static float value(const float (&c)[4], int h, int column) {
+        return GQ == 8 ? c[2 * h + column] : c[2 * h] + c[2 * h + 1];
+    }
+};
+
+// A k-row r (0 .. 31 within a pair of k-tiles) names lane j's pair P (of the pair's 4 per lane) and half h:
+// the b-fragment layout of ldmatrix.trans and the a-fragment slots (2j, 2j + 1) and (2j + 8, 2j + 9).
+struct KRow {
+    int j, P, h;
+    __device__ __forceinline__ explicit KRow(int r) {
+        const int kt = r / 16, slot = r % 16;
+        j = (slot % 8) / 2;
+        P = 2 * kt + slot / 8;
+        h = slot % 2;
+    }
+};
+
+// How the codes of one bit plane feed the mma. A "row" is one lane-axis element of a packed matrix (a token
+// for keys, a channel for values) with PACK codes along the pack axis (keys: D channels; values: the unit's
+// 32 tokens). The four lanes sharing an mma row (j = lane % 4) split the row's plane words: lane j takes
+// pairs j * PER_LANE .. + PER_LANE - 1, pair p being the codes at bits b and 16 + b of a word,
+// b = 8 * view + WIDTH * q. After a right shift by the shift-unit's start, pair i of the unit sits at bits
+// WIDTH * i and 16 + WIDTH * i: one AND gives both, as fp16 subnormals. Lane pair P feeds k-tile P / 2.
+template <int BITS, int PLANE, int PACK>
+struct PlanePairs {
+    using Run = kvmix::RunLayout<BITS>;
+    static constexpr int WIDTH = Run::planeWidth(PLANE);
+    static constexpr int PER_WORD = 16 / WIDTH;
+    static constexpr int PER_VIEW = 8 / WIDTH;
+    static constexpr int PER_LANE = PACK / 8;
+    static constexpr int PER_SHIFT = PER_LANE < PER_VIEW ? PER_LANE : PER_VIEW;  // pairs cut from one shifted word
+    static constexpr int WORDS = PER_LANE > PER_WORD ? PER_LANE / PER_WORD : 1;  // words per row and lane
+
+    __device__ __forceinline__ static int firstWord(int j) { return j * PER_LANE / PER_WORD; }
+    // The lane's word (from its first) that shift-unit k reads.
+    __device__ __forceinline__ static constexpr int wordSlot(int k) { return k * PER_SHIFT / PER_WORD; }
+    __device__ __forceinline__ static int shift(int j, int k) {
+        const int p = j * PER_LANE + k * PER_SHIFT;
+        return 8 * ((p % PER_WORD) / PER_VIEW) + WIDTH * (p % PER_VIEW);
+    }
+    __device__ __forceinline__ static constexpr uint32_t mask(int i) {
+        return (((1u << WIDTH) - 1u) * 0x00010001u) << (WIDTH * i);
+    }
+    // The two codes of lane j's pair P, as fp16 subnormals code * 2^(exponent(P) - 24).
+    __device__ __forceinline__ static uint32_t pair(uint32_t word, int j, int P) {
+        return (word >> shift(j, P / PER_SHIFT)) & mask(P % PER_SHIFT);
+    }
+    // Exponent of lane pair P, minus this plane's code bit (the 3-bit high plane weighs 4): the right-hand
+    // side of the pair is multiplied by 2^-weightExponent(P).
+    __device__ __forceinline__ static constexpr int weightExponent(int P) {
+        return WIDTH * (P % PER_SHIFT) - Run::planeShift(PLANE);
+    }
+    // Pack-axis index of the code in half h (0: low) of lane j's pair P.
+    __device__ __forceinline__ static int packIndex(int j, int P, int h) {
+        const int p = j * PER_LANE + P;
+        return Run::codeAt(PLANE, p / PER_WORD, 8 * ((p % PER_WORD) / PER_VIEW) + WIDTH * (p % PER_VIEW) + 16 * h);
+    }
+    // Index among a row's words of the lane's w-th plane word of run `run` (values: the unit's run).
+    __device__ __forceinline__ static int rowWord(int j, int w, int run) {
+        constexpr int PLANE_WORDS = PLANE == 0 ? Run::LOW : 1;  // plane words per run
+        return Run::rowWord(PLANE, run * PLANE_WORDS + firstWord(j) + w);
+    }
+};
+
+template <int D, int GQ>
+struct Layout {
+    static constexpr int CPL = D / 32;     // channels per lane in the fp16-row value sums
+    static constexpr int MAX_GROUPS = D / 32;  // value groups per token (group length min(G, D) >= 32)
+    static constexpr int SETS = RhsLayout<GQ>::SETS;
+    // per-warp right-hand-side rows (one set): keys 2 planes x D channels, values 2 planes x groups x 32 tokens
+    static constexpr int KEY_ROWS = 2 * D;
+    static constexpr int VALUE_ROWS = 2 * MAX_GROUPS * RUN;
+    static constexpr int ROWS = KEY_ROWS > VALUE_ROWS ? KEY_ROWS : VALUE_ROWS;
+    static_assert(SETS * ROWS * 4 >= GQ * D, "a warp's rows hold its partial output [GQ][D] at the end");
+};
+
+template <int D, int GQ>
+struct Shared {
+    using L = Layout<D, GQ>;
+    uint4 rows[WARPS][L::SETS * L::ROWS];  // per warp: this unit's right-hand sides; at the end its output
+    float q[GQ][D];
+    float keyWeights[2 * D][GQ];  // key k-row r of plane r / D: q of its channel * 2^-(E + weightExponent)
+    float qFactor[GQ];            // 2^(24 + E) of each head: packed-key products back to q . k
+    float reduction[WARPS][GQ];
+    float rowMax[GQ];
+    float rowSum[GQ];
+};
+
+// What one CTA knows about its sequence, head and split.
+struct SplitView {
+    int length, keyPackedEnd, valuePackedEnd;
+    int first, last;        // visible tokens [first, last]
+    int sinkUnits, unitCount, firstUnit;
+
+    __device__ __forceinline__ int unitStart(int u, int sinks) const {
+        return u < sinkUnits ? u * RUN : sinks + (firstUnit + u - sinkUnits) * RUN;
+    }
+};
+
 // Asks L2 for the fp16 rows of one unit (RUN rows of D channels, contiguous in an FP chunk), one 128-byte
-// line per lane and step, so that the row reads of the unit's turn find them there. A prefetch holds no
-// registers and has no result to wait for.
+// line per lane and step, so that the row reads of the unit's turn find them there.
 template <int D>
 __device__ __forceinline__ void prefetch_unit_rows(unsigned long long rows) {
     constexpr int LINE = 128;
     constexpr int BYTES = RUN * D * (int) sizeof(__half);
 #pragma unroll
-    for (int at = (threadIdx.x % 32) * LINE; at < BYTES; at += 32 * LINE) {
+    for (int at = (threadIdx.x % LANES) * LINE; at < BYTES; at += LANES * LINE) {
         asm volatile("prefetch.global.L2 [%0];" ::"l"(rows + at));
     }
 }
-
-// The packed key words and metadata one lane needs for one unit: lane axis = G tokens (this lane's
-// token), pack axis = D channels, one (scale, min) per channel (this lane loads channels lane + 32 i).
-template <int BITS, int D>
-struct KeyUnit {
-    static constexpr int RUNS = D / RUN;
-    uint32_t w[RUNS][BITS];
-    __half scale[RUNS];
-    __half min[RUNS];
-
-    __device__ __forceinline__ void load(unsigned long long matrix, int groupSize, int laneInBlock) {
-        if (matrix == 0) return;
-        const int lane = threadIdx.x % 32;
-        const uint32_t* words = reinterpret_cast<const uint32_t*>(matrix);
-#pragma unroll
-        for (int r = 0; r < RUNS; r++)
-#pragma unroll
-            for (int k = 0; k < BITS; k++) w[r][k] = __ldg(words + (r * BITS + k) * groupSize + laneInBlock);
-        const __half* scales = reinterpret_cast<const __half*>(matrix + 4ull * RUNS * BITS * groupSize);
-#pragma unroll
-        for (int r = 0; r < RUNS; r++) {
-            scale[r] = scales[lane + 32 * r];
-            min[r] = scales[D + lane + 32 * r];
-        }
-    }
-
-    // dot_g = sum_c q_c * (code_c * scale_c + min_c) = sum_c (q_c * scale_c) * code_c + sum_c q_c * min_c,
-    // with (q_c * scale_c) pre-multiplied by 2^-offset of channel c's code in its half word (InPlace).
-    template <int GQ>
-    __device__ __forceinline__ void dots(const float* q, float* qScaled, float (&dot)[GQ]) const {
-        using Decode = kvmix::InPlace<BITS>;
-        float* qLow = qScaled;           // [GQ][D]
-        float* qHigh = qScaled + GQ * D;  // [GQ][D], 3-bit codes only
-        const int lane = threadIdx.x % 32;
-        const float lowWeight = kvmix::pow2(-Decode::lowOffset(lane));
-        const float highWeight = kvmix::pow2(Decode::LOW - Decode::highOffset(lane));
-        float bias[GQ];
-#pragma unroll
-        for (int g = 0; g < GQ; g++) bias[g] = 0.0f;
-#pragma unroll
-        for (int r = 0; r < RUNS; r++) {
-            const int c = lane + 32 * r;
-            const float sc = __half2float(scale[r]);
-            const float mn = __half2float(min[r]);
-#pragma unroll
-            for (int g = 0; g < GQ; g++) {
-                const float qs = q[g * D + c] * sc;
-                qLow[g * D + c] = qs * lowWeight;
-                if constexpr (Decode::HIGH) qHigh[g * D + c] = qs * highWeight;
-                bias[g] += q[g * D + c] * mn;
-            }
-        }
-        __syncwarp();
-        float even[GQ], odd[GQ];  // two accumulators per head: shorter dependency chains
-#pragma unroll
-        for (int g = 0; g < GQ; g++) {
-            even[g] = warp_sum(bias[g]);
-            odd[g] = 0.0f;
-        }
-#pragma unroll
-        for (int r = 0; r < RUNS; r++) {
-            uint32_t lower[BITS], upper[BITS];
-            Decode::view(w[r], lower, upper);
-#pragma unroll
-            for (int i = 0; i < RUN; i += 4) {
-                float lo[4];
-#pragma unroll
-                for (int e = 0; e < 4; e++) lo[e] = Decode::low(lower, upper, i + e);
-#pragma unroll
-                for (int g = 0; g < GQ; g++) {
-                    const float4 qs = *reinterpret_cast<const float4*>(qLow + g * D + r * RUN + i);
-                    even[g] = fmaf(qs.x, lo[0], even[g]);
-                    odd[g] = fmaf(qs.y, lo[1], odd[g]);
-                    even[g] = fmaf(qs.z, lo[2], even[g]);
-                    odd[g] = fmaf(qs.w, lo[3], odd[g]);
-                }
-                if constexpr (Decode::HIGH) {
-                    float hi[4];
-#pragma unroll
-                    for (int e = 0; e < 4; e++) hi[e] = Decode::high(lower, upper, i + e);
-#pragma unroll
-                    for (int g = 0; g < GQ; g++) {
-                        const float4 qs = *reinterpret_cast<const float4*>(qHigh + g * D + r * RUN + i);
-                        even[g] = fmaf(qs.x, hi[0], even[g]);
-                        odd[g] = fmaf(qs.y, hi[1], odd[g]);
-                        even[g] = fmaf(qs.z, hi[2], even[g]);
-                        odd[g] = fmaf(qs.w, hi[3], odd[g]);
-                    }
-                }
-            }
-        }
-#pragma unroll
-        for (int g = 0; g < GQ; g++) dot[g] += even[g] + odd[g];
-        __syncwarp();
-    }
-};
-
-// The packed value words and metadata one lane needs for one unit: lane axis = D channels (this lane's
-// CPL channels), pack axis = G tokens (this unit's run), groups of groupLength channels per token (this
-// lane loads the metadata of token lane of the run).
-template <int BITS, int D>
-struct ValueUnit {
-    static constexpr int CPL = D / 32;
-    uint32_t w[CPL][BITS];
-    __half scale[MAX_VALUE_GROUPS];
-    __half min[MAX_VALUE_GROUPS];
-
-    __device__ __forceinline__ void load(unsigned long long matrix, int groupSize, int groups, int run) {
-        if (matrix == 0) return;
-        const int lane = threadIdx.x % 32;
-        const uint32_t* words = reinterpret_cast<const uint32_t*>(matrix);
-#pragma unroll
-        for (int k = 0; k < BITS; k++) {
-            const uint32_t* at = words + (run * BITS + k) * D + lane * CPL;
-            if constexpr (CPL == 4) {
-                const uint4 v = __ldg(reinterpret_cast<const uint4*>(at));
-                w[0][k] = v.x; w[1][k] = v.y; w[2][k] = v.z; w[3][k] = v.w;
-            } else if constexpr (CPL == 2) {
-                const uint2 v = __ldg(reinterpret_cast<const uint2*>(at));
-                w[0][k] = v.x; w[1][k] = v.y;
-            } else {
-#pragma unroll
-                for (int cc = 0; cc < CPL; cc++) w[cc][k] = __ldg(at + cc);
-            }
-        }
-        const int metaCount = groupSize * groups;
-        const __half* scales = reinterpret_cast<const __half*>(matrix + 4ull * (groupSize / RUN) * BITS * D);
-        const int token = run * RUN + lane;
-#pragma unroll
-        for (int grp = 0; grp < MAX_VALUE_GROUPS; grp++) {
-            if (grp < groups) {
-                scale[grp] = scales[grp * groupSize + token];
-                min[grp] = scales[metaCount + grp * groupSize + token];
-            }
-        }
-    }
-
-    // acc_c += sum_t (p_t * scale_tg) * code_tc over the unit's packed tokens, (p_t * scale_tg) pre-multiplied
-    // by 2^-offset of token t's code in its half word (InPlace); the sum_t p_t * min_tg part is added per token
-    // (lane) into minSum and spread over the group's channels at the end.
-    template <int GQ>
-    __device__ __forceinline__ void sums(const float (&p)[GQ], bool live, int groups, int groupLength,
-                                         float* pScaled, float (&acc)[GQ][D / 32],
-                                         float (&minSum)[GQ][MAX_VALUE_GROUPS]) const {
-        using Decode = kvmix::InPlace<BITS>;
-        constexpr int PLANE = GQ * MAX_VALUE_GROUPS * GROUP_PITCH;  // floats of one plane's table
-        const int lane = threadIdx.x % 32;
-        const float lowWeight = kvmix::pow2(-Decode::lowOffset(lane));
-        const float highWeight = kvmix::pow2(Decode::LOW - Decode::highOffset(lane));
-#pragma unroll
-        for (int grp = 0; grp < MAX_VALUE_GROUPS; grp++) {
-            if (grp < groups) {
-                const float sc = live ? __half2float(scale[grp]) : 0.0f;
-                const float mn = live ? __half2float(min[grp]) : 0.0f;
-#pragma unroll
-                for (int g = 0; g < GQ; g++) {
-                    const float ps = live ? p[g] * sc : 0.0f;
-                    pScaled[(g * MAX_VALUE_GROUPS + grp) * GROUP_PITCH + lane] = ps * lowWeight;
-                    if constexpr (Decode::HIGH) pScaled[PLANE + (g * MAX_VALUE_GROUPS + grp) * GROUP_PITCH + lane] = ps * highWeight;
-                    minSum[g][grp] += live ? p[g] * mn : 0.0f;
-                }
-            }
-        }
-        __syncwarp();
-        const int myGroup = lane * CPL / groupLength;
-        uint32_t lower[CPL][BITS], upper[CPL][BITS];
-#pragma unroll
-        for (int cc = 0; cc < CPL; cc++) Decode::view(w[cc], lower[cc], upper[cc]);
-#pragma unroll
-        for (int i = 0; i < RUN; i++) {
-            float lo[CPL];
-#pragma unroll
-            for (int cc = 0; cc < CPL; cc++) lo[cc] = Decode::low(lower[cc], upper[cc], i);
-#pragma unroll
-            for (int g = 0; g < GQ; g++) {
-                const float ps = pScaled[(g * MAX_VALUE_GROUPS + myGroup) * GROUP_PITCH + i];
-#pragma unroll
-                for (int cc = 0; cc < CPL; cc++) acc[g][cc] = fmaf(ps, lo[cc], acc[g][cc]);
-            }
-            if constexpr (Decode::HIGH) {
-                float hi[CPL];
-#pragma unroll
-                for (int cc = 0; cc < CPL; cc++) hi[cc] = Decode::high(lower[cc], upper[cc], i);
-#pragma unroll
-                for (int g = 0; g < GQ; g++) {
-                    const float ps = pScaled[PLANE + (g * MAX_VALUE_GROUPS + myGroup) * GROUP_PITCH + i];
-#pragma unroll
-                    for (int cc = 0; cc < CPL; cc++) acc[g][cc] = fmaf(ps, hi[cc], acc[g][cc]);
-                }
-            }
-        }
-        __syncwarp();
-    }
-};
 
 // Dot products of the GQ queries with one fp16 row of D channels.
 template <int D, int GQ>
@@ -299,86 +313,41 @@ __device__ __forceinline__ void fp_key_dots(const __half* row, const float* q, f
     }
 }
 
-// Adds p_t * row_t for one fp16 row (this lane's CPL channels).
+// Adds sum_t p_t * row_t over `count` consecutive fp16 rows of D channels (this lane's CPL channels), a batch
+// of rows' loads in flight before their sums.
 template <int D, int GQ>
-__device__ __forceinline__ void fp_value_sums(const __half* row, const float* p, int pStride,
+__device__ __forceinline__ void fp_value_sums(const __half* rows, int count, const float* p, int pStride,
                                               float (&acc)[GQ][D / 32]) {
     constexpr int CPL = D / 32;
+    constexpr int BATCH = GQ >= 4 ? 4 : 8;
+    using Raw = typename std::conditional<CPL == 4, uint2, uint32_t>::type;  // CPL fp16 values (D = 128 or 64)
+    static_assert(CPL == 4 || CPL == 2, "head_dim 64 or 128");
     const int lane = threadIdx.x % 32;
-    float x[CPL];
-    if constexpr (CPL == 4) {
-        const uint2 raw = *reinterpret_cast<const uint2*>(row + lane * CPL);
-        const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
-        const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
-        x[0] = a.x; x[1] = a.y; x[2] = b.x; x[3] = b.y;
-    } else if constexpr (CPL == 2) {
-        const float2 a = __half22float2(*reinterpret_cast<const __half2*>(row + lane * CPL));
-        x[0] = a.x; x[1] = a.y;
-    } else {
+    for (int first = 0; first < count; first += BATCH) {
+        Raw raw[BATCH];
 #pragma unroll
-        for (int cc = 0; cc < CPL; cc++) x[cc] = __half2float(row[lane * CPL + cc]);
-    }
-#pragma unroll
-    for (int g = 0; g < GQ; g++) {
-        const float pg = p[g * pStride];
-#pragma unroll
-        for (int cc = 0; cc < CPL; cc++) acc[g][cc] += pg * x[cc];
-    }
-}
-
-// What one CTA knows about its sequence, head and split.
-struct SplitView {
-    int length, keyPackedEnd, valuePackedEnd;
-    int first, last;        // visible tokens [first, last]
-    int sinkUnits, unitCount, firstUnit;
-
-    __device__ __forceinline__ int unitStart(int u, int sinks) const {
-        return u < sinkUnits ? u * RUN : sinks + (firstUnit + u - sinkUnits) * RUN;
-    }
-};
-
-// Pass 1 for one key width: scores of every unit of the warp (-inf where not visible).
-template <int BITS, int D, int GQ>
-__device__ void key_pass(const CacheParams& cache, const SplitView& v, const UnitSources* sources, const float* q,
-                         float* qScaled, float softmaxScale, float* scores, int scoreStride) {
-    const int warp = threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    const int G = cache.groupSize;
-    auto laneInBlock = [&](int u) {
-        const int start = v.unitStart(u, cache.sinks);
-        return (start - cache.sinks) % G + lane;
-    };
-    // FP rows of regular units (whole chunk rows; a sink unit may hold fewer than RUN rows) go to L2 a unit ahead.
-    auto prefetchRows = [&](int u) {
-        if (u >= v.sinkUnits && sources[u].keyRows != 0) prefetch_unit_rows<D>(sources[u].keyRows);
-    };
-    KeyUnit<BITS, D> current;
-    if (warp < v.unitCount) {
-        prefetchRows(warp);
-        current.load(sources[warp].keyMatrix, G, laneInBlock(warp));
-    }
-    for (int u = warp; u < v.unitCount; u += WARPS) {
-        KeyUnit<BITS, D> next;
-        if (u + WARPS < v.unitCount) {
-            prefetchRows(u + WARPS);
-            next.load(sources[u + WARPS].keyMatrix, G, laneInBlock(u + WARPS));
-        }
-        const int start = v.unitStart(u, cache.sinks);
-        const int t = start + lane;
-        const bool isSink = u < v.sinkUnits;
-        const bool visible = t >= v.first && t <= v.last && (!isSink || t < cache.sinks);
-        float dot[GQ];
-#pragma unroll
-        for (int g = 0; g < GQ; g++) dot[g] = 0.0f;
-        if (sources[u].keyMatrix != 0) current.template dots<GQ>(q, qScaled, dot);
-        if (sources[u].keyRows != 0 && visible && (isSink || t >= v.keyPackedEnd)) {
-#pragma unroll
-            for (int g = 0; g < GQ; g++) dot[g] = 0.0f;
-            fp_key_dots<D, GQ>(reinterpret_cast<const __half*>(sources[u].keyRows) + (size_t) lane * D, q, dot);
+        for (int i = 0; i < BATCH; i++) {
+            raw[i] = first + i < count ? *reinterpret_cast<const Raw*>(rows + (size_t) (first + i) * D + lane * CPL) : Raw{};
         }
 #pragma unroll
-        for (int g = 0; g < GQ; g++) scores[g * scoreStride + u * RUN + lane] = visible ? dot[g] * softmaxScale : NEG_INF;
-        current = next;
+        for (int i = 0; i < BATCH; i++) {
+            if (first + i >= count) break;
+            float x[CPL];
+            if constexpr (CPL == 4) {
+                const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw[i].x));
+                const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw[i].y));
+                x[0] = a.x; x[1] = a.y; x[2] = b.x; x[3] = b.y;
+            } else {
+                const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw[i]));
+                x[0] = a.x; x[1] = a.y;
+            }
+#pragma unroll
+            for (int g = 0; g < GQ; g++) {
+                const float pg = p[g * pStride + first + i];
+#pragma unroll
+                for (int cc = 0; cc < CPL; cc++) acc[g][cc] = fmaf(pg, x[cc], acc[g][cc]);
+            }
+        }
     }
 }
 
@@ -435,71 +404,556 @@ __device__ void local_softmax(float* scores, int scoreStride, float* reduction, 
     __syncthreads();
 }
 
-// Pass 2 for one value width: the warp's share of sum_t p_t * v_t.
+// 16 bytes from global to shared memory without passing through registers, and the group bookkeeping.
+__device__ __forceinline__ void copy_async(uint4* to, unsigned long long from) {
+    const unsigned at = static_cast<unsigned>(__cvta_generic_to_shared(to));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(at), "l"(from) : "memory");
+}
+__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Waits until at most `pending` of this lane's committed groups are in flight.
+template <int PENDING>
+__device__ __forceinline__ void wait_async() { asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory"); }
+
+// A warp's stages: the packed slices of its next unit are copied into one while it computes the other.
+constexpr int STAGES = 2;
+// Bytes of one stage: a unit's words at 4 bits (16 D) and its metadata (keys: scales and mins of D channels,
+// values: scales and mins of 32 tokens in up to D / 32 groups).
+constexpr int STAGE_BYTES_PER_CHANNEL = 20;
+__host__ __device__ constexpr int stage_bytes(int d) { return STAGE_BYTES_PER_CHANNEL * d; }
+
+// ---- keys -----------------------------------------------------------------------------------------------
+
+// The lane's part of one unit's packed keys: lane axis = G tokens, pack axis = D channels, one (scale, min)
+// per channel for the block. Lane (rho, j) = (lane / 4, lane % 4) reads tokens 4 rho .. 4 rho + 3 of the
+// unit (mma rows: m-tile mt, row half h is token 4 rho + 2 mt + h) and its pairs' words of each plane.
+template <int BITS, int D>
+struct KeyUnit {
+    using Run = kvmix::RunLayout<BITS>;
+    using Low = PlanePairs<BITS, 0, D>;
+    using High = PlanePairs<BITS, 1, D>;
+    static constexpr int PLANES = Run::PLANES;
+    static constexpr int ROWS_PER_LANE = D / 32;  // right-hand-side rows lane + 32 i of each plane
+    uint4 low[Low::WORDS];
+    uint4 high[High::WORDS];  // used with 3 bits only
+    __half scale[PLANES][ROWS_PER_LANE];  // of the channel of each of the lane's right-hand-side rows
+    uint32_t mins[D / 64];                // of channels (D / 32) * lane .., fp16 pairs
+
+    // A unit's slice in a stage: words [BITS * D / 32 row words][32 tokens] uint32, then the block's
+    // scales [D] and mins [D] fp16.
+    static constexpr int STAGE_META = 4 * BITS * D;
+    static_assert(STAGE_META + 4 * D <= stage_bytes(D), "key slice fits a stage");
+
+    // Byte offsets into a stage, fixed for a CTA.
+    struct Offsets {
+        int low[Low::WORDS];
+        int high;
+        int meta;                          // of the metadata: after (D / 32) runs of BITS words per token
+        int scale[PLANES][ROWS_PER_LANE];  // from the metadata
+    };
+
+    __device__ __forceinline__ static Offsets offsets() {
+        const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
+        Offsets o;
+#pragma unroll
+        for (int w = 0; w < Low::WORDS; w++) o.low[w] = 4 * RUN * Low::rowWord(j, w, 0) + 16 * rho;
+        o.high = PLANES == 2 ? 4 * RUN * High::rowWord(j, 0, 0) + 16 * rho : 0;
+        o.meta = STAGE_META;
+#pragma unroll
+        for (int pl = 0; pl < PLANES; pl++)
+#pragma unroll
+            for (int i = 0; i < ROWS_PER_LANE; i++) {
+                const KRow k(lane);
+                const int P = k.P + 4 * i;  // k-tile pair i adds 2 k-tiles: 4 pairs
+                o.scale[pl][i] = 2 * (pl == 0 ? Low::packIndex(k.j, P, k.h) : High::packIndex(k.j, P, k.h));
+            }
+        return o;
+    }
+
+    // Starts copying a unit's slice into a stage (the caller commits): each row word's 32 tokens (128 bytes at
+    // matrix + 4 (row word * G + inBlock)), then the block's metadata.
+    __device__ __forceinline__ static void issue(uint4* stage, unsigned long long matrix, int inBlock, int G) {
+        if (matrix == 0) return;
+        constexpr int WORD_CHUNKS = BITS * D / 4, META_CHUNKS = 4 * D / 16;  // 16-byte chunks
+        const int lane = threadIdx.x % LANES;
+#pragma unroll
+        for (int c = lane; c < WORD_CHUNKS; c += LANES) copy_async(stage + c, matrix + 4ull * ((c / 8) * G + inBlock) + 16 * (c % 8));
+        const unsigned long long meta = matrix + 4ull * (D / 32) * BITS * G;
+#pragma unroll
+        for (int c = lane; c < META_CHUNKS; c += LANES) copy_async(stage + WORD_CHUNKS + c, meta + 16 * c);
+    }
+
+    __device__ __forceinline__ void fetch(const uint4* stage, const Offsets& o) {
+        const int lane = threadIdx.x % LANES;
+        const unsigned char* at = reinterpret_cast<const unsigned char*>(stage);
+#pragma unroll
+        for (int w = 0; w < Low::WORDS; w++) low[w] = *reinterpret_cast<const uint4*>(at + o.low[w]);
+        if constexpr (PLANES == 2) high[0] = *reinterpret_cast<const uint4*>(at + o.high);
+        const unsigned char* meta = at + o.meta;
+#pragma unroll
+        for (int pl = 0; pl < PLANES; pl++)
+#pragma unroll
+            for (int i = 0; i < ROWS_PER_LANE; i++) scale[pl][i] = *reinterpret_cast<const __half*>(meta + o.scale[pl][i]);
+#pragma unroll
+        for (int i = 0; i < D / 64; i++) mins[i] = reinterpret_cast<const uint32_t*>(meta + 2 * D)[(D / 64) * lane + i];
+    }
+};
+
+// Per CTA, once the queries are in shared memory: 2^E per head (2^E >= 4 max |q|, so that q * 2^-E * scale
+// * plane weight stays within fp16) and the key right-hand-side weights of every k-row.
+template <int BITS, int D, int GQ>
+__device__ void prepare_keys(Shared<D, GQ>& sh) {
+    using K = KeyUnit<BITS, D>;
+    const int warp = threadIdx.x / LANES, lane = threadIdx.x % LANES;
+    for (int g = warp; g < GQ; g += WARPS) {
+        float largest = 0.0f;
+#pragma unroll
+        for (int i = 0; i < D / 32; i++) largest = fmaxf(largest, fabsf(sh.q[g][lane + 32 * i]));
+        largest = warp_max(largest);
+        int e = 0;
+        if (largest > 0.0f && largest < __int_as_float(0x7F800000)) {
+            frexpf(largest, &e);  // largest < 2^e
+            e = min(max(e + 2, -96), 96);
+        }
+        if (lane == 0) sh.qFactor[g] = kvmix::pow2(24 + e);
+    }
+    __syncthreads();
+    for (int at = threadIdx.x; at < K::PLANES * D * GQ; at += THREADS) {
+        const int g = at % GQ, r = at / GQ;
+        const int pl = r / D, rr = r % D;
+        const KRow k(rr % 32);
+        const int P = k.P + 4 * (rr / 32);
+        const int channel = pl == 0 ? K::Low::packIndex(k.j, P, k.h) : K::High::packIndex(k.j, P, k.h);
+        const int exponent = pl == 0 ? K::Low::weightExponent(P) : K::High::weightExponent(P);
+        // qFactor = 2^(24 + E): the weight is q * 2^-(E + exponent)
+        sh.keyWeights[r][g] = sh.q[g][channel] * kvmix::pow2(24 - exponent) / sh.qFactor[g];
+    }
+    __syncthreads();
+}
+
+// scores[token][head] (unscaled sums of code * weight) of one packed key plane: c[m-tile][k-tile parity].
+template <typename Pairs, int WORDS, int D, int GQ>
+__device__ __forceinline__ void packed_key_plane(const uint4 (&words)[WORDS], const uint4* rows, float (&c)[2][2][4]) {
+    using Rhs = RhsLayout<GQ>;
+    const int j = threadIdx.x % 4;
+#pragma unroll
+    for (int kp = 0; kp < D / 32; kp++) {
+        typename Rhs::Fragments f;
+        Rhs::load(rows + 32 * kp, Layout<D, GQ>::ROWS, f);
+#pragma unroll
+        for (int kk = 0; kk < 2; kk++) {
+            const int kt = 2 * kp + kk;
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                uint32_t a[4];
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const int P = 2 * kt + e;
+                        a[2 * e + h] = Pairs::pair(component(words[Pairs::wordSlot(P / Pairs::PER_SHIFT)], 2 * mt + h), j, P);
+                    }
+                Rhs::mma(c[mt][kk], a, f, kk);
+            }
+        }
+    }
+}
+
+// Pass 1 for one key width: scores of every unit of the warp (-inf where not visible), times softmaxScale.
+template <int BITS, int D, int GQ>
+__device__ void key_pass(const CacheParams& cache, const SplitView& v, const UnitSources* sources, Shared<D, GQ>& sh,
+                         float softmaxScale, float* scores, int scoreStride, uint4* stages) {
+    using K = KeyUnit<BITS, D>;
+    using Rhs = RhsLayout<GQ>;
+    using L = Layout<D, GQ>;
+    prepare_keys<BITS, D, GQ>(sh);
+    const int warp = threadIdx.x / LANES;
+    const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
+    const int G = cache.groupSize;
+    uint4* rows = sh.rows[warp];
+    const typename K::Offsets offsets = K::offsets();
+    // FP rows of regular units (whole chunk rows; a sink unit may hold fewer than RUN rows) go to L2 a unit ahead.
+    auto prefetchRows = [&](int u) {
+        if (u >= v.sinkUnits && sources[u].keyRows != 0) prefetch_unit_rows<D>(sources[u].keyRows);
+    };
+    // packed slices are copied into the warp's stages STAGES - 1 units ahead (stage i % STAGES for its i-th unit)
+    constexpr int STAGE = stage_bytes(D) / 16;  // uint4 per stage
+    auto issue = [&](int u, int stage) {
+        if (u < v.unitCount) K::issue(stages + stage * STAGE, sources[u].keyMatrix, sources[u].inBlock, G);
+        commit_async();
+    };
+    if (warp < v.unitCount) prefetchRows(warp);
+#pragma unroll
+    for (int i = 0; i < STAGES - 1; i++) issue(warp + i * WARPS, i);
+    for (int u = warp, stage = 0; u < v.unitCount; u += WARPS, stage = stage == STAGES - 1 ? 0 : stage + 1) {
+        if (u + WARPS < v.unitCount) prefetchRows(u + WARPS);
+        issue(u + (STAGES - 1) * WARPS, stage == 0 ? STAGES - 1 : stage - 1);  // the stage of the unit before u
+        wait_async<STAGES - 1>();  // this lane's copies of unit u have landed
+        __syncwarp();              // and every lane's
+        const UnitSources src = sources[u];
+        K current;
+        if (src.keyMatrix != 0) current.fetch(stages + stage * STAGE, offsets);
+        const int start = v.unitStart(u, cache.sinks);
+        const bool isSink = u < v.sinkUnits;
+        float* unitScores = scores + u * RUN;  // [g * scoreStride + token]
+        if (src.keyMatrix != 0) {
+            // right-hand sides: q * 2^-(E + exponent) * scale of each k-row's channel
+#pragma unroll
+            for (int pl = 0; pl < K::PLANES; pl++)
+#pragma unroll
+                for (int i = 0; i < K::ROWS_PER_LANE; i++) {
+                    const int r = pl * D + lane + 32 * i;
+                    const float scale = __half2float(current.scale[pl][i]);
+                    float x[GQ];
+#pragma unroll
+                    for (int g = 0; g < GQ; g++) x[g] = sh.keyWeights[r][g] * scale;
+                    Rhs::store(rows, L::ROWS, r, x);
+                }
+            // sum_c q_c * min_c over the lane's channels (D / 32) * lane .., then per head (lane l: head l / (32 / GQ))
+            float partial[GQ];
+#pragma unroll
+            for (int g = 0; g < GQ; g++) {
+                float s = 0.0f;
+#pragma unroll
+                for (int i = 0; i < D / 64; i++) {
+                    const float2 m = __half22float2(*reinterpret_cast<const __half2*>(&current.mins[i]));
+                    const int c0 = (D / 32) * lane + 2 * i;
+                    s = fmaf(sh.q[g][c0], m.x, fmaf(sh.q[g][c0 + 1], m.y, s));
+                }
+                partial[g] = s;
+            }
+            const float bias = warp_sum_scatter<GQ>(partial);
+            __syncwarp();
+            float c[2][2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                for (int kk = 0; kk < 2; kk++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) c[mt][kk][e] = 0.0f;
+            packed_key_plane<typename K::Low, K::Low::WORDS, D, GQ>(current.low, rows, c);
+            if constexpr (K::PLANES == 2) packed_key_plane<typename K::High, K::High::WORDS, D, GQ>(current.high, rows + D, c);
+#pragma unroll
+            for (int column = 0; column < 2; column++) {
+                const int g = min(Rhs::columnHead(j, column), GQ - 1);
+                const float headBias = __shfl_sync(0xffffffffu, bias, g * (LANES / GQ));
+                const float factor = sh.qFactor[g];
+                if (!Rhs::ownsHeads(j) || (GQ != 8 && column == 1)) continue;
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    float sum[4];
+#pragma unroll
+                    for (int e = 0; e < 4; e++) sum[e] = c[mt][0][e] + c[mt][1][e];
+#pragma unroll
+                    for (int h = 0; h < 2; h++) {
+                        const int token = 4 * rho + 2 * mt + h;
+                        const int t = start + token;
+                        const bool visible = t >= v.first && t <= v.last;
+                        const float score = fmaf(Rhs::value(sum, h, column), factor, headBias) * softmaxScale;
+                        unitScores[g * scoreStride + token] = visible ? score : NEG_INF;
+                    }
+                }
+            }
+            __syncwarp();  // the rows are rewritten for the next unit; fp16-row tokens are written over below
+        }
+        // fp16 rows (sinks, the FP window) and units with no packed keys: one token per lane
+        const int t = start + lane;
+        const bool visible = t >= v.first && t <= v.last && (!isSink || t < cache.sinks);
+        const bool fromRows = src.keyRows != 0 && visible && (isSink || t >= v.keyPackedEnd);
+        if (fromRows || src.keyMatrix == 0) {
+            float dot[GQ];
+#pragma unroll
+            for (int g = 0; g < GQ; g++) dot[g] = 0.0f;
+            if (fromRows) fp_key_dots<D, GQ>(reinterpret_cast<const __half*>(src.keyRows) + (size_t) lane * D, &sh.q[0][0], dot);
+#pragma unroll
+            for (int g = 0; g < GQ; g++) unitScores[g * scoreStride + lane] = fromRows ? dot[g] * softmaxScale : NEG_INF;
+        }
+        __syncwarp();  // the stage is refilled next
+    }
+    wait_async<0>();
+}
+
+// ---- values ---------------------------------------------------------------------------------------------
+
+// The lane's part of one unit's packed values: lane axis = D channels, pack axis = G tokens (this unit's run),
+// groups of min(G, D) channels per token with a (scale, min) each. Lane (rho, j) reads channels 32 a + 4 rho ..
+// + 3 (mma m-tile 2a + m2, row half h: channel 32 a + 4 rho + 2 m2 + h) of its pairs' word of each plane, and
+// the metadata of the token of its right-hand-side row (k-row = lane) of each plane.
+template <int BITS, int D>
+struct ValueUnit {
+    using Run = kvmix::RunLayout<BITS>;
+    using Low = PlanePairs<BITS, 0, RUN>;
+    using High = PlanePairs<BITS, 1, RUN>;
+    static constexpr int PLANES = Run::PLANES;
+    static constexpr int MAX_GROUPS = D / 32;
+    static_assert(Low::WORDS == 1 && High::WORDS == 1, "a lane reads one word per value plane");
+    uint4 words[PLANES][D / 32];
+    __half scale[PLANES][MAX_GROUPS];
+    __half mins[MAX_GROUPS];
+
+    // Per lane, fixed for a CTA.
+    struct Lane {
+        int word[PLANES];   // index among a run's words of the lane's word of each plane
+        int token[PLANES];  // token (of the unit) of the lane's k-row of each plane
+        int weightExponent[PLANES];
+    };
+
+    __device__ __forceinline__ static Lane lane_info() {
+        const int lane = threadIdx.x % LANES, j = lane % 4;
+        const KRow k(lane);  // the lane's right-hand-side row
+        Lane l;
+#pragma unroll
+        for (int pl = 0; pl < PLANES; pl++) {
+            l.word[pl] = pl == 0 ? Low::rowWord(j, 0, 0) : High::rowWord(j, 0, 0);
+            l.token[pl] = pl == 0 ? Low::packIndex(k.j, k.P, k.h) : High::packIndex(k.j, k.P, k.h);
+            l.weightExponent[pl] = pl == 0 ? Low::weightExponent(k.P) : High::weightExponent(k.P);
+        }
+        return l;
+    }
+
+    // A unit's slice in a stage: its run's words [BITS][D channels] uint32, then scales [groups][32 tokens] and
+    // mins [groups][32 tokens] fp16.
+    static constexpr int STAGE_META_CHUNK = BITS * D / 4;  // uint4 index of the metadata
+    static_assert(16 * STAGE_META_CHUNK + 4 * RUN * MAX_GROUPS <= stage_bytes(D), "value slice fits a stage");
+
+    // Starts copying a unit's slice into a stage (the caller commits): the run's words (contiguous), then the
+    // 64 bytes of scales and of mins of each group for the unit's tokens.
+    __device__ __forceinline__ static void issue(uint4* stage, unsigned long long matrix, int G, int groups, int inBlock) {
+        if (matrix == 0) return;
+        constexpr int WORD_CHUNKS = BITS * D / 4;
+        const int lane = threadIdx.x % LANES;
+        const unsigned long long words = matrix + 4ull * (inBlock / RUN) * BITS * D;
+#pragma unroll
+        for (int c = lane; c < WORD_CHUNKS; c += LANES) copy_async(stage + c, words + 16 * c);
+        if (lane < 8 * groups) {  // chunk lane % 4 of the scales (kinds 0) or mins (1) of group grp
+            const int q = lane / 4;
+            const int kind = q >= groups ? 1 : 0;
+            const int grp = q - kind * groups;
+            const unsigned long long meta = matrix + 4ull * (G / RUN) * BITS * D;
+            copy_async(stage + STAGE_META_CHUNK + (kind * groups + grp) * 4 + lane % 4,
+                       meta + 2ull * ((kind * groups + grp) * G + inBlock) + 16 * (lane % 4));
+        }
+    }
+
+    __device__ __forceinline__ void fetch(const uint4* stage, int groups, const Lane& l) {
+        const int rho = (threadIdx.x % LANES) / 4;
+        const uint32_t* words32 = reinterpret_cast<const uint32_t*>(stage);
+#pragma unroll
+        for (int pl = 0; pl < PLANES; pl++) {
+            const uint4* at = reinterpret_cast<const uint4*>(words32 + l.word[pl] * D + 4 * rho);
+#pragma unroll
+            for (int a = 0; a < D / 32; a++) words[pl][a] = at[8 * a];
+        }
+        const __half* meta = reinterpret_cast<const __half*>(stage + STAGE_META_CHUNK);
+#pragma unroll
+        for (int grp = 0; grp < MAX_GROUPS; grp++) {
+            if (grp < groups) {
+#pragma unroll
+                for (int pl = 0; pl < PLANES; pl++) scale[pl][grp] = meta[grp * RUN + l.token[pl]];
+                mins[grp] = meta[(groups + grp) * RUN + l.token[0]];
+            }
+        }
+    }
+};
+
+// acc[m-tile] += codes x right-hand sides of one packed value plane (rows: [group][32 k-rows]).
+// groupRows[a]: first row of the group of channels 32 a ..
+template <typename Pairs, int D, int GQ>
+__device__ __forceinline__ void packed_value_plane(const uint4 (&words)[D / 32], const uint4* rows,
+                                                   const int (&groupRows)[D / 32], float (&acc)[D / 16][4]) {
+    using Rhs = RhsLayout<GQ>;
+    const int j = threadIdx.x % 4;
+#pragma unroll
+    for (int a = 0; a < D / 32; a++) {
+        typename Rhs::Fragments f;
+        Rhs::load(rows + groupRows[a], Layout<D, GQ>::ROWS, f);
+#pragma unroll
+        for (int m2 = 0; m2 < 2; m2++)
+#pragma unroll
+            for (int kt = 0; kt < 2; kt++) {
+                uint32_t x[4];
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+#pragma unroll
+                    for (int h = 0; h < 2; h++) x[2 * e + h] = Pairs::pair(component(words[a], 2 * m2 + h), j, 2 * kt + e);
+                Rhs::mma(acc[2 * a + m2], x, f, kt);
+            }
+    }
+}
+
+// Pass 2 for one value width: the warp's share of sum_t p_t * v_t, written to its rows as [GQ][D] floats.
 // The first unit's loads are issued before the softmax, so their latency hides behind it.
 template <int BITS, int D, int GQ>
-__device__ void value_pass(const CacheParams& cache, const SplitView& v, const UnitSources* sources,
-                           float* scores, int scoreStride, float* pScaled, float* reduction, float* rowMax,
-                           float* rowSum, float (&acc)[GQ][D / 32]) {
-    const int warp = threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
+__device__ void value_pass(const CacheParams& cache, const SplitView& v, const UnitSources* sources, Shared<D, GQ>& sh,
+                           float* scores, int scoreStride, uint4* stages) {
+    using V = ValueUnit<BITS, D>;
+    using Rhs = RhsLayout<GQ>;
+    using L = Layout<D, GQ>;
+    constexpr int CPL = L::CPL;
+    constexpr int MAX_GROUPS = V::MAX_GROUPS;
+    const int warp = threadIdx.x / LANES;
+    const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
     const int G = cache.groupSize;
     const int groupLength = min(G, D);
     const int groups = D / groupLength;
-    float minSum[GQ][MAX_VALUE_GROUPS];
+    uint4* rows = sh.rows[warp];
+    const typename V::Lane info = V::lane_info();
+    int groupRows[D / 32];
 #pragma unroll
-    for (int g = 0; g < GQ; g++)
+    for (int a = 0; a < D / 32; a++) groupRows[a] = 32 * a / groupLength * RUN;
+    // Packed sums in the mma layout: acc[m-tile][c] = true sums * 2^(Z - 24); fp16 rows and the min terms in
+    // the lane's channels lane * CPL ..: plain[g][cc].
+    float acc[D / 16][4];
 #pragma unroll
-        for (int grp = 0; grp < MAX_VALUE_GROUPS; grp++) minSum[g][grp] = 0.0f;
-    auto runOf = [&](int u) { return ((v.unitStart(u, cache.sinks) - cache.sinks) % G) / RUN; };
-    auto prefetchRows = [&](int u) {  // as in key_pass
-        if (u >= v.sinkUnits && sources[u].valueRows != 0) prefetch_unit_rows<D>(sources[u].valueRows);
-    };
-    ValueUnit<BITS, D> current;
-    if (warp < v.unitCount) {
-        prefetchRows(warp);
-        current.load(sources[warp].valueMatrix, G, groups, runOf(warp));
-    }
-    local_softmax<GQ>(scores, scoreStride, reduction, rowMax, rowSum);
-    for (int u = warp; u < v.unitCount; u += WARPS) {
-        ValueUnit<BITS, D> next;
-        if (u + WARPS < v.unitCount) {
-            prefetchRows(u + WARPS);
-            next.load(sources[u + WARPS].valueMatrix, G, groups, runOf(u + WARPS));
-        }
-        const int start = v.unitStart(u, cache.sinks);
-        const float* p = scores + u * RUN;  // p[g * scoreStride + i] for token start + i
-        if (sources[u].valueMatrix != 0) {
-            const int t = start + lane;
-            const bool live = t < v.valuePackedEnd && t >= v.first && t <= v.last;
-            float pt[GQ];
+    for (int mt = 0; mt < D / 16; mt++)
 #pragma unroll
-            for (int g = 0; g < GQ; g++) pt[g] = p[g * scoreStride + lane];
-            current.template sums<GQ>(pt, live, groups, groupLength, pScaled, acc, minSum);
-        }
-        if (sources[u].valueRows != 0) {
-            const bool isSink = u < v.sinkUnits;
-            const int fpFrom = max(isSink ? start : max(start, v.valuePackedEnd), v.first);
-            const int fpTo = min(min(start + RUN, v.last + 1), isSink ? cache.sinks : start + RUN);
-            const __half* rows = reinterpret_cast<const __half*>(sources[u].valueRows);
-            for (int t = fpFrom; t < fpTo; t++) {
-                fp_value_sums<D, GQ>(rows + (size_t) (t - start) * D, p + (t - start), scoreStride, acc);
-            }
-        }
-        current = next;
-    }
-    // The min terms were summed per token (lane); every channel of a group gets its group's total.
-    const int myGroup = lane * (D / 32) / groupLength;
+        for (int e = 0; e < 4; e++) acc[mt][e] = 0.0f;
+    int Z = 0;
+    bool haveZ = false;
+    float plain[GQ][CPL];
+    float minSum[GQ][MAX_GROUPS];
 #pragma unroll
     for (int g = 0; g < GQ; g++) {
 #pragma unroll
-        for (int grp = 0; grp < MAX_VALUE_GROUPS; grp++) {
+        for (int cc = 0; cc < CPL; cc++) plain[g][cc] = 0.0f;
+#pragma unroll
+        for (int grp = 0; grp < MAX_GROUPS; grp++) minSum[g][grp] = 0.0f;
+    }
+    auto prefetchRows = [&](int u) {  // as in key_pass
+        if (u >= v.sinkUnits && sources[u].valueRows != 0) prefetch_unit_rows<D>(sources[u].valueRows);
+    };
+    // packed slices are copied into the warp's stages a unit ahead, as in key_pass
+    constexpr int STAGE = stage_bytes(D) / 16;
+    auto issue = [&](int u, int stage) {
+        if (u < v.unitCount) V::issue(stages + stage * STAGE, sources[u].valueMatrix, G, groups, sources[u].inBlock);
+        commit_async();
+    };
+    if (warp < v.unitCount) prefetchRows(warp);
+#pragma unroll
+    for (int i = 0; i < STAGES - 1; i++) issue(warp + i * WARPS, i);
+    local_softmax<GQ>(scores, scoreStride, &sh.reduction[0][0], sh.rowMax, sh.rowSum);
+    for (int u = warp, stage = 0; u < v.unitCount; u += WARPS, stage = stage == STAGES - 1 ? 0 : stage + 1) {
+        if (u + WARPS < v.unitCount) prefetchRows(u + WARPS);
+        issue(u + (STAGES - 1) * WARPS, stage == 0 ? STAGES - 1 : stage - 1);
+        wait_async<STAGES - 1>();
+        __syncwarp();
+        const UnitSources src = sources[u];
+        V current;
+        if (src.valueMatrix != 0) current.fetch(stages + stage * STAGE, groups, info);
+        const int start = v.unitStart(u, cache.sinks);
+        const float* p = scores + u * RUN;  // p[g * scoreStride + token]
+        if (src.valueMatrix != 0) {
+            // Z: the unit's largest scale * 2^Z within [2^4, 2^13) (headroom for the weight 4 of a 3-bit high
+            // plane; p <= 1), so right-hand sides stay below 2^15; changed only when it leaves that range
+            float largest = 0.0f;
+#pragma unroll
+            for (int pl = 0; pl < V::PLANES; pl++)
+#pragma unroll
+                for (int grp = 0; grp < MAX_GROUPS; grp++)
+                    if (grp < groups) largest = fmaxf(largest, __half2float(current.scale[pl][grp]));
+            const float scaled = largest * kvmix::pow2(Z);
+            const bool inRange = haveZ && !__any_sync(0xffffffffu, scaled >= 8192.0f) && __any_sync(0xffffffffu, scaled >= 16.0f);
+            if (!inRange) {
+                largest = warp_max(largest);
+                if (largest > 0.0f) {
+                    int e;
+                    frexpf(largest, &e);  // largest in [2^(e-1), 2^e)
+                    const int z = 13 - e;
+                    if (!haveZ || z < Z || z > Z + 8) {
+                        const float rescale = kvmix::pow2(z - Z);
+#pragma unroll
+                        for (int mt = 0; mt < D / 16; mt++)
+#pragma unroll
+                            for (int c = 0; c < 4; c++) acc[mt][c] *= rescale;
+                        Z = z;
+                        haveZ = true;
+                    }
+                }
+            }
+            // min terms: every token once, the token of the lane's plane-0 k-row
+            {
+                const int t = start + info.token[0];
+                const bool live = t < v.valuePackedEnd && t >= v.first && t <= v.last;
+#pragma unroll
+                for (int grp = 0; grp < MAX_GROUPS; grp++) {
+                    if (grp < groups) {
+                        const float mn = live ? __half2float(current.mins[grp]) : 0.0f;
+#pragma unroll
+                        for (int g = 0; g < GQ; g++) minSum[g][grp] = fmaf(p[g * scoreStride + info.token[0]], mn, minSum[g][grp]);
+                    }
+                }
+            }
+            // right-hand sides: p * scale * 2^(Z - exponent) of the token of each k-row, per plane and group
+#pragma unroll
+            for (int pl = 0; pl < V::PLANES; pl++) {
+                const int token = info.token[pl];
+                const int t = start + token;
+                const bool live = t < v.valuePackedEnd && t >= v.first && t <= v.last;
+                const float weight = kvmix::pow2(Z - info.weightExponent[pl]);
+                float pt[GQ];
+#pragma unroll
+                for (int g = 0; g < GQ; g++) pt[g] = live ? p[g * scoreStride + token] * weight : 0.0f;
+#pragma unroll
+                for (int grp = 0; grp < MAX_GROUPS; grp++) {
+                    if (grp < groups) {
+                        const float scale = __half2float(current.scale[pl][grp]);
+                        float x[GQ];
+#pragma unroll
+                        for (int g = 0; g < GQ; g++) x[g] = pt[g] * scale;
+                        Rhs::store(rows, L::ROWS, (pl * MAX_GROUPS + grp) * RUN + lane, x);
+                    }
+                }
+            }
+            __syncwarp();
+            packed_value_plane<typename V::Low, D, GQ>(current.words[0], rows, groupRows, acc);
+            if constexpr (V::PLANES == 2) {
+                packed_value_plane<typename V::High, D, GQ>(current.words[V::PLANES - 1], rows + MAX_GROUPS * RUN, groupRows, acc);
+            }
+            __syncwarp();  // the rows are rewritten for the next unit
+        }
+        if (src.valueRows != 0) {
+            const bool isSink = u < v.sinkUnits;
+            const int fpFrom = max(isSink ? start : max(start, v.valuePackedEnd), v.first);
+            const int fpTo = min(min(start + RUN, v.last + 1), isSink ? cache.sinks : start + RUN);
+            const __half* fpRows = reinterpret_cast<const __half*>(src.valueRows);
+            if (fpTo > fpFrom) {
+                fp_value_sums<D, GQ>(fpRows + (size_t) (fpFrom - start) * D, fpTo - fpFrom, p + (fpFrom - start), scoreStride, plain);
+            }
+        }
+        __syncwarp();  // the stage is refilled next
+    }
+    wait_async<0>();
+    // The min terms were summed per token (lane); every channel of a group gets its group's total.
+    const int myGroup = lane * CPL / groupLength;
+#pragma unroll
+    for (int g = 0; g < GQ; g++) {
+#pragma unroll
+        for (int grp = 0; grp < MAX_GROUPS; grp++) {
             const float total = warp_sum(minSum[g][grp]);
             if (grp == myGroup) {
 #pragma unroll
-                for (int cc = 0; cc < D / 32; cc++) acc[g][cc] += total;
+                for (int cc = 0; cc < CPL; cc++) plain[g][cc] += total;
             }
         }
+    }
+    // The warp's output [GQ][D] into its rows: the plain part, then the packed sums added by their lanes.
+    float* out = reinterpret_cast<float*>(rows);
+#pragma unroll
+    for (int g = 0; g < GQ; g++)
+#pragma unroll
+        for (int cc = 0; cc < CPL; cc++) out[g * D + lane * CPL + cc] = plain[g][cc];
+    __syncwarp();
+    const float fromAcc = kvmix::pow2(24 - Z);
+#pragma unroll
+    for (int column = 0; column < 2; column++) {
+        if (!Rhs::ownsHeads(j) || (GQ != 8 && column == 1)) continue;
+        const int g = Rhs::columnHead(j, column);
+#pragma unroll
+        for (int mt = 0; mt < D / 16; mt++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int channel = 32 * (mt / 2) + 4 * rho + 2 * (mt % 2) + h;
+                out[g * D + channel] += Rhs::value(acc[mt], h, column) * fromAcc;
+            }
     }
 }
 
@@ -507,24 +961,14 @@ template <int D, int GQ>
 __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const int* __restrict__ sequenceState,
                              const void* __restrict__ query, int queryHalf, float softmaxScale, int splitUnits,
                              float* __restrict__ partialAcc, float* __restrict__ partialStats) {
-    using L = Layout<D, GQ>;
-    constexpr int CPL = L::CPL;
-    __shared__ __align__(16) float shared[L::FIXED];
+    __shared__ __align__(16) Shared<D, GQ> sh;
     extern __shared__ __align__(16) unsigned char dynamicShared[];
     const CacheParams cache = *cacheParams;
     const int split = blockIdx.x;
     const int head = blockIdx.y;
     const int seq = blockIdx.z;
     const int splits = gridDim.x;
-    const int warp = threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
     const int queryHeads = cache.kvHeads * GQ;
-
-    float* q = shared;                                    // [GQ][D]
-    float* scratch = q + GQ * D + warp * L::SCRATCH;      // this warp's
-    float* reduction = q + GQ * D + WARPS * L::SCRATCH;   // [WARPS][GQ]
-    float* rowMax = reduction + WARPS * GQ;               // [GQ]
-    float* rowSum = rowMax + GQ;                          // [GQ]
 
     SplitView v;
     v.length = sequenceState[seq * 3];
@@ -538,16 +982,17 @@ __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const 
     const int scoreStride = v.unitCount * RUN;
     UnitSources* sources = reinterpret_cast<UnitSources*>(dynamicShared);           // [unitCount]
     float* scores = reinterpret_cast<float*>(sources + v.unitCount);                // [GQ][unitCount * 32]
+    uint4* stages = reinterpret_cast<uint4*>(scores + GQ * scoreStride) + (threadIdx.x / LANES) * STAGES * (stage_bytes(D) / 16);
 
     for (int i = threadIdx.x; i < GQ * D; i += THREADS) {
         const size_t at = ((size_t) seq * queryHeads + head * GQ) * D + i;
-        q[i] = queryHalf ? __half2float(reinterpret_cast<const __half*>(query)[at])
-                         : reinterpret_cast<const float*>(query)[at];
+        sh.q[i / D][i % D] = queryHalf ? __half2float(reinterpret_cast<const __half*>(query)[at])
+                                       : reinterpret_cast<const float*>(query)[at];
     }
     // Where each unit's tokens live: one table lookup per unit, done once for the CTA.
     for (int u = threadIdx.x; u < v.unitCount; u += THREADS) {
         const int start = v.unitStart(u, cache.sinks);
-        UnitSources src = {0, 0, 0, 0};
+        UnitSources src = {0, 0, 0, 0, 0, {0, 0, 0}};
         if (start <= v.last && start + RUN > v.first) {
             if (u < v.sinkUnits) {
                 const size_t row = (((size_t) seq * cache.kvHeads + head) * cache.sinks + start) * D;
@@ -558,6 +1003,7 @@ __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const 
                 const int inBlock = start - cache.sinks - j * cache.groupSize;
                 const size_t slot = (size_t) seq * cache.tableStride + j;
                 const size_t row = ((size_t) head * cache.groupSize + inBlock) * D * sizeof(__half);
+                src.inBlock = inBlock;
                 if (start < v.keyPackedEnd) src.keyMatrix = cache.keys.blocks[slot] + head * cache.keys.headStride;
                 if (start + RUN > v.keyPackedEnd) src.keyRows = cache.keys.chunks[slot] + row;
                 if (start < v.valuePackedEnd) src.valueMatrix = cache.values.blocks[slot] + head * cache.values.headStride;
@@ -569,56 +1015,50 @@ __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const 
     __syncthreads();
 
     switch (cache.keys.bits) {
-        case 1: key_pass<1, D, GQ>(cache, v, sources, q, scratch, softmaxScale, scores, scoreStride); break;
-        case 2: key_pass<2, D, GQ>(cache, v, sources, q, scratch, softmaxScale, scores, scoreStride); break;
-        case 3: key_pass<3, D, GQ>(cache, v, sources, q, scratch, softmaxScale, scores, scoreStride); break;
-        default: key_pass<4, D, GQ>(cache, v, sources, q, scratch, softmaxScale, scores, scoreStride); break;
+        case 1: key_pass<1, D, GQ>(cache, v, sources, sh, softmaxScale, scores, scoreStride, stages); break;
+        case 2: key_pass<2, D, GQ>(cache, v, sources, sh, softmaxScale, scores, scoreStride, stages); break;
+        case 3: key_pass<3, D, GQ>(cache, v, sources, sh, softmaxScale, scores, scoreStride, stages); break;
+        default: key_pass<4, D, GQ>(cache, v, sources, sh, softmaxScale, scores, scoreStride, stages); break;
     }
     __syncthreads();
 
-    // Pass 2 (with the softmax): weighted sum of the values.
-    float acc[GQ][CPL];
-#pragma unroll
-    for (int g = 0; g < GQ; g++)
-#pragma unroll
-        for (int cc = 0; cc < CPL; cc++) acc[g][cc] = 0.0f;
+    // Pass 2 (with the softmax): weighted sum of the values, each warp's into its rows.
     switch (cache.values.bits) {
-        case 1: value_pass<1, D, GQ>(cache, v, sources, scores, scoreStride, scratch, reduction, rowMax, rowSum, acc); break;
-        case 2: value_pass<2, D, GQ>(cache, v, sources, scores, scoreStride, scratch, reduction, rowMax, rowSum, acc); break;
-        case 3: value_pass<3, D, GQ>(cache, v, sources, scores, scoreStride, scratch, reduction, rowMax, rowSum, acc); break;
-        default: value_pass<4, D, GQ>(cache, v, sources, scores, scoreStride, scratch, reduction, rowMax, rowSum, acc); break;
+        case 1: value_pass<1, D, GQ>(cache, v, sources, sh, scores, scoreStride, stages); break;
+        case 2: value_pass<2, D, GQ>(cache, v, sources, sh, scores, scoreStride, stages); break;
+        case 3: value_pass<3, D, GQ>(cache, v, sources, sh, scores, scoreStride, stages); break;
+        default: value_pass<4, D, GQ>(cache, v, sources, sh, scores, scoreStride, stages); break;
     }
 
-    // Sum the warps' accumulators; write the partial output [seq][queryHead][split][D] and (max, sum).
-    __syncthreads();  // scratch is reused
-#pragma unroll
-    for (int g = 0; g < GQ; g++)
-#pragma unroll
-        for (int cc = 0; cc < CPL; cc++) scratch[g * D + lane * CPL + cc] = acc[g][cc];
+    // Sum the warps' outputs; write the partial output [seq][queryHead][split][D] and (max, sum).
     __syncthreads();
-    const float* warpAcc = q + GQ * D;
     for (int i = threadIdx.x; i < GQ * D; i += THREADS) {
         float s = 0.0f;
 #pragma unroll
-        for (int w = 0; w < WARPS; w++) s += warpAcc[w * L::SCRATCH + i];
+        for (int w = 0; w < WARPS; w++) s += reinterpret_cast<const float*>(sh.rows[w])[i];
         const int g = i / D;
         const size_t row = (size_t) seq * queryHeads + head * GQ + g;
         partialAcc[(row * splits + split) * D + i % D] = s;
     }
     if (threadIdx.x < GQ) {
         const size_t row = (size_t) seq * queryHeads + head * GQ + threadIdx.x;
-        partialStats[(row * splits + split) * 2] = rowMax[threadIdx.x];
-        partialStats[(row * splits + split) * 2 + 1] = rowSum[threadIdx.x];
+        partialStats[(row * splits + split) * 2] = sh.rowMax[threadIdx.x];
+        partialStats[(row * splits + split) * 2 + 1] = sh.rowSum[threadIdx.x];
     }
 }
 
 }  // namespace
 
+// Sizes of the dynamic shared memory layout below, read by the host (DeviceBatchKvCache.attentionSharedBytes).
+extern "C" __device__ int kvmix_attend_unit_source_bytes = sizeof(UnitSources);
+extern "C" __device__ int kvmix_attend_stage_bytes_per_channel = STAGES * STAGE_BYTES_PER_CHANNEL;  // per warp
+
 // cache:          CacheParams (written once per cache)
 // sequenceState:  [batch][3] = length, keys' packedEnd, values' packedEnd
 // query:          [batch][kvHeads * GQ][D], fp16 if queryHalf else fp32
 // partialAcc:     [batch][queryHeads][splits][D] fp32;  partialStats: [batch][queryHeads][splits][2] (max, sum)
-// dynamic shared: unitCount * (32 + GQ * 32 * 4) bytes, unitCount = splitUnits + sink units
+// dynamic shared: unitCount * (sizeof(UnitSources) + GQ * 32 * 4) + WARPS * STAGES * stage_bytes(D) bytes,
+//                 unitCount = splitUnits + sink units
 #define KVMIX_ATTEND(D, GQ)                                                                                  \
     extern "C" __global__ void __launch_bounds__(THREADS) kvmix_attend_d##D##_g##GQ(                         \
             const CacheParams* cache, const int* sequenceState, const void* query, int queryHalf,           \

@@ -1,5 +1,5 @@
 // Packed code words of FORMAT.md section 3.1, the CUDA side of io.kvmix.core.quant.BitWidth:
-// the one place in CUDA that knows how a width is split into bit planes.
+// the one place in CUDA that knows how a width is split into bit planes and where a code lives.
 //
 //   bits | planes (width @ code bit)  | words per run of 32 codes
 //   1    | 1-bit @ 0                  | 1
@@ -8,7 +8,8 @@
 //   4    | 4-bit @ 0                  | 4
 //
 // Code i (0..31) of a run lives in low-plane word i / (32 / LOW) at bit LOW * (i % (32 / LOW)); for
-// 3 bits, its bit 2 lives in word 2 at bit i (InPlace below spells this out; run_put writes it).
+// 3 bits, its bit 2 lives in word 2 at bit i. A row of a packed matrix holds its runs one after another,
+// each run's words in the order above.
 #pragma once
 #include <cstdint>
 
@@ -23,53 +24,36 @@ template <> struct BitPlanes<2> { static constexpr int LOW = 2; static constexpr
 template <> struct BitPlanes<3> { static constexpr int LOW = 2; static constexpr bool HIGH = true; };
 template <> struct BitPlanes<4> { static constexpr int LOW = 4; static constexpr bool HIGH = false; };
 
-// Decoding for dot products, one logic op per code: code i of a run is masked where it lies inside its
-// 16-bit half word and becomes the exact fp32 value code * 2^offset. 0x4B000000 is 2^23, whose last
-// mantissa bit is worth 1, so (2^23 | bits) - 2^23 == bits for bits < 2^23. A run's words are first turned
-// into *views* (each 16-bit half with those exponent bits ORed in, see view()), so that a single AND with
-// (code mask | exponent) yields the float. Callers fold 2^-offset into the factor the code is multiplied
-// by. For 3 bits the high plane is decoded the same way and weighs 4.
+// Where code i of a run lives (writing), and which code a plane bit holds (reading).
 template <int BITS>
-struct InPlace {
+struct RunLayout {
     static constexpr int LOW = BitPlanes<BITS>::LOW;
     static constexpr int PER_WORD = 32 / LOW;
     static constexpr bool HIGH = BitPlanes<BITS>::HIGH;
-    static constexpr uint32_t EXPONENT = 0x4B000000u;
+    static constexpr int PLANES = HIGH ? 2 : 1;
 
     __host__ __device__ static constexpr int lowWord(int i) { return i / PER_WORD; }
     __host__ __device__ static constexpr int lowBit(int i) { return LOW * (i % PER_WORD); }
-    __host__ __device__ static constexpr int lowOffset(int i) { return lowBit(i) % 16; }
-    __host__ __device__ static constexpr bool lowUpper(int i) { return lowBit(i) >= 16; }
-    __host__ __device__ static constexpr int highOffset(int i) { return i % 16; }
-    __host__ __device__ static constexpr bool highUpper(int i) { return i >= 16; }
 
-    // Views of a run's words: lower[k] = word k | EXPONENT, upper[k] = (word k >> 16) | EXPONENT. The bits an
-    // AND keeps (code mask below bit 16, EXPONENT) are then exactly the code's and the exponent's.
-    __device__ __forceinline__ static void view(const uint32_t (&w)[BITS], uint32_t (&lower)[BITS], uint32_t (&upper)[BITS]) {
-#pragma unroll
-        for (int k = 0; k < BITS; k++) {
-            lower[k] = w[k] | EXPONENT;
-            upper[k] = (w[k] >> 16) | EXPONENT;
-        }
+    // Width of plane p's codes (the high plane of 3 bits holds 1 bit per code) and its code bit.
+    __host__ __device__ static constexpr int planeWidth(int p) { return p == 0 ? LOW : 1; }
+    __host__ __device__ static constexpr int planeShift(int p) { return p == 0 ? 0 : LOW; }
+
+    // Word w of plane p counted along a row (plane words of run 0, then of run 1, ...): its index among the
+    // row's words.
+    __host__ __device__ static constexpr int rowWord(int p, int w) {
+        return (w / (p == 0 ? LOW : 1)) * BITS + (p == 0 ? w % LOW : LOW);
     }
-
-    // Low-plane part of code i times 2^lowOffset(i), from the views of its run.
-    __device__ __forceinline__ static float low(const uint32_t (&lower)[BITS], const uint32_t (&upper)[BITS], int i) {
-        const uint32_t half = lowUpper(i) ? upper[lowWord(i)] : lower[lowWord(i)];
-        return __int_as_float(half & ((((1u << LOW) - 1u) << lowOffset(i)) | EXPONENT)) - TWO_POW_23;
-    }
-
-    // High-plane bit of code i (3 bits only) times 2^highOffset(i).
-    __device__ __forceinline__ static float high(const uint32_t (&lower)[BITS], const uint32_t (&upper)[BITS], int i) {
-        const uint32_t half = highUpper(i) ? upper[LOW] : lower[LOW];
-        return __int_as_float(half & ((1u << highOffset(i)) | EXPONENT)) - TWO_POW_23;
+    // The pack-axis index of the code whose plane-p bits start at bit b of the plane's word w (as above).
+    __host__ __device__ static constexpr int codeAt(int p, int w, int b) {
+        return p == 0 ? RUN * (w / LOW) + PER_WORD * (w % LOW) + b / LOW : RUN * w + b;
     }
 };
 
 // ORs code i of a run into its BITS words (which start at zero).
 template <int BITS>
 __device__ __forceinline__ void run_put(uint32_t (&w)[BITS], int i, uint32_t code) {
-    using Layout = InPlace<BITS>;
+    using Layout = RunLayout<BITS>;
     w[Layout::lowWord(i)] |= (code & ((1u << Layout::LOW) - 1u)) << Layout::lowBit(i);
     if constexpr (Layout::HIGH) {
         w[Layout::LOW] |= ((code >> Layout::LOW) & 1u) << i;

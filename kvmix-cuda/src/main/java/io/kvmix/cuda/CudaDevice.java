@@ -42,6 +42,7 @@ public final class CudaDevice {
     /** Shared memory one CTA may use when it opts in (227 KiB on an H100/H200). */
     private final int maxSharedPerCta;
     private final Map<String, CUmodule> modules = new ConcurrentHashMap<>();
+    private final Map<String, Integer> moduleInts = new ConcurrentHashMap<>();
     private final Map<String, CUfunction> functions = new ConcurrentHashMap<>();
 
     private CudaDevice(int ordinal, CUcontext context, CUstream stream, String name, int major, int minor, int sms,
@@ -177,6 +178,25 @@ public final class CudaDevice {
             JCudaDriver.cuFuncSetAttribute(function, CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                     maxSharedPerCta - staticBytes[0]);
             return function;
+        });
+    }
+
+    /**
+     * The value of an {@code int} global that module {@code module} exports (an {@code extern "C" __device__ int}),
+     * read once: how host code learns a layout fact that the kernels define.
+     */
+    public int moduleInt(String module, String name) {
+        return moduleInts.computeIfAbsent(module + "/" + name, key -> {
+            bind();
+            CUdeviceptr at = new CUdeviceptr();
+            long[] bytes = {0};
+            JCudaDriver.cuModuleGetGlobal(at, bytes, modules.computeIfAbsent(module, this::load), name);
+            if (bytes[0] != Integer.BYTES) {
+                throw new IllegalStateException(module + " exports " + name + " with " + bytes[0] + " bytes, expected an int");
+            }
+            int[] value = {0};
+            JCudaDriver.cuMemcpyDtoH(Pointer.to(value), at, Integer.BYTES);
+            return value[0];
         });
     }
 

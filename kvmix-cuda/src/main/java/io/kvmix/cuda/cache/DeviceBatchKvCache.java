@@ -38,6 +38,7 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     private static final int MIN_SPLIT_UNITS = 4;
     private static final int MAX_SPLIT_UNITS = 64;
     private static final int FIXED_CTA_UNITS = 6;
+    private static final int ATTENTION_WARPS = THREADS / 32;
     /** Head dimensions and query heads per KV head that the attention kernels are built for. */
     public static final Set<Integer> HEAD_DIMS = Set.of(64, 128);
     public static final Set<Integer> QUERY_GROUPS = Set.of(1, 2, 4, 8);
@@ -443,9 +444,16 @@ public final class DeviceBatchKvCache implements BatchKvCache {
                 key -> device.residentCtas(device.kernel(ATTENTION_MODULE, attentionKernel(group)), THREADS, sharedBytes));
     }
 
-    /** Dynamic shared memory of one attention CTA: per unit its four source addresses and fp32 scores per query head. */
+    /**
+     * Dynamic shared memory of one attention CTA, as fused_attention.cu lays it out and exports the sizes: per unit
+     * its sources (four addresses and the unit's offset in its block) and fp32 scores per query head, then per warp
+     * the stages that the packed slices of its units are copied into.
+     */
     private int attentionSharedBytes(int group, int splitUnits) {
-        return (ceilDiv(quant.sinks(), UNIT) + splitUnits) * (32 + 4 * group * UNIT);
+        int sourceBytes = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_unit_source_bytes");
+        int stageBytesPerChannel = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_stage_bytes_per_channel");
+        return (ceilDiv(quant.sinks(), UNIT) + splitUnits) * (sourceBytes + 4 * group * UNIT)
+                + ATTENTION_WARPS * stageBytesPerChannel * geometry.headDim();
     }
 
     private String attentionKernel(int group) {
