@@ -250,10 +250,13 @@ struct PlanePairs {
     }
 };
 
+// Value groups per token at most: the group length min(G, D) is at least 32 channels.
+__host__ __device__ constexpr int max_value_groups(int d) { return d / 32; }
+
 template <int D, int GQ>
 struct Layout {
     static constexpr int CPL = D / 32;     // channels per lane in the fp16-row value sums
-    static constexpr int MAX_GROUPS = D / 32;  // value groups per token (group length min(G, D) >= 32)
+    static constexpr int MAX_GROUPS = max_value_groups(D);
     static constexpr int SETS = RhsLayout<GQ>::SETS;
     // per-warp right-hand-side rows (one set): keys 2 planes x D channels, values 2 planes x groups x 32 tokens
     static constexpr int KEY_ROWS = 2 * D;
@@ -684,7 +687,7 @@ struct ValueUnit {
     using Low = PlanePairs<BITS, 0, RUN>;
     using High = PlanePairs<BITS, 1, RUN>;
     static constexpr int PLANES = Run::PLANES;
-    static constexpr int MAX_GROUPS = D / 32;
+    static constexpr int MAX_GROUPS = max_value_groups(D);
     static_assert(Low::WORDS == 1 && High::WORDS == 1, "a lane reads one word per value plane");
     uint4 words[PLANES][D / 32];
     __half scale[PLANES][MAX_GROUPS];
