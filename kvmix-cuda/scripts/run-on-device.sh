@@ -33,7 +33,7 @@ for task in "$@"; do
             ;;
         profile)
             ncu="$(command -v ncu || echo /usr/local/cuda/bin/ncu)"
-            for kernel in kvmix_attend_d128_g1 kvmix_append_stream; do
+            for kernel in kvmix_attend_d128_g1 kvmix_append_stream_d128; do
                 "$ncu" --target-processes all -k "$kernel" -c 1 --set full --import-source no -f -o "$OUT/$kernel" \
                     "${JAVA[@]}" -Xmx48g -cp "$DIR/lib/*" io.kvmix.cuda.bench.DeviceBench --shapes batch8_ctx4096 \
                     --samples 3 > "$OUT/$kernel-bench.json" 2> "$OUT/$kernel-ncu.log" || tail -5 "$OUT/$kernel-ncu.log"

@@ -1,8 +1,11 @@
 // Fused decode attention over the device KV cache, flash-decoding style, the packed codes on the tensor cores.
 //
 // Each sequence of the batch has one query token (its newest position). kvmix_attend_d<D>_g<GQ>
-// splits every sequence's history into runs of splitUnits * 32 tokens; grid (splits, kvHeads, batch),
-// one CTA of 4 warps per (split, KV head, sequence) serving the GQ query heads that share that KV head.
+// splits every sequence's history after the sinks into units of 32 tokens and gives split s the units
+// s, s + splits, s + 2 splits, .. (at most splitUnits of them; split 0 also takes the sinks); grid (splits,
+// kvHeads, batch), one CTA of 4 warps per (split, KV head, sequence) serving the GQ query heads that share
+// that KV head. Taking every splits-th unit spreads the FP window (the newest tokens, fp16 rows, about 8x
+// the bytes of a 2-bit unit) over all splits instead of loading the last one.
 // A CTA scores its tokens (packed keys, FP keys from fp16 rows), takes a local softmax and sums the values
 // (packed or FP) weighted by it, and writes the unnormalised partial output with its max and sum.
 // kvmix_attend_combine merges the splits of each (sequence, query head).
@@ -281,10 +284,11 @@ struct Shared {
 struct SplitView {
     int length, keyPackedEnd, valuePackedEnd;
     int first, last;        // visible tokens [first, last]
-    int sinkUnits, unitCount, firstUnit;
+    int sinkUnits, unitCount;
+    int split, splits;      // this CTA's regular units are split, split + splits, ..
 
     __device__ __forceinline__ int unitStart(int u, int sinks) const {
-        return u < sinkUnits ? u * RUN : sinks + (firstUnit + u - sinkUnits) * RUN;
+        return u < sinkUnits ? u * RUN : sinks + (split + (u - sinkUnits) * splits) * RUN;
     }
 };
 
@@ -981,7 +985,8 @@ __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const 
     v.first = cache.window > 0 ? max(0, v.last - cache.window + 1) : 0;
     v.sinkUnits = split == 0 ? (cache.sinks + RUN - 1) / RUN : 0;
     v.unitCount = v.sinkUnits + splitUnits;
-    v.firstUnit = split * splitUnits;
+    v.split = split;
+    v.splits = splits;
     const int scoreStride = v.unitCount * RUN;
     UnitSources* sources = reinterpret_cast<UnitSources*>(dynamicShared);           // [unitCount]
     float* scores = reinterpret_cast<float*>(sources + v.unitCount);                // [GQ][unitCount * 32]

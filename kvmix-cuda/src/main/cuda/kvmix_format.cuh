@@ -50,14 +50,32 @@ struct RunLayout {
     }
 };
 
-// ORs code i of a run into its BITS words (which start at zero).
+// The bits that code i of a run (0 <= code < 2^BITS) holds in word k of the run; 0 where it has none.
+// With k and i known at compile time this folds to one shift.
+template <int BITS>
+__device__ __forceinline__ uint32_t run_word_bits(int k, int i, uint32_t code) {
+    using Layout = RunLayout<BITS>;
+    uint32_t bits = k == Layout::lowWord(i) ? (code & ((1u << Layout::LOW) - 1u)) << Layout::lowBit(i) : 0u;
+    if constexpr (Layout::HIGH) {
+        if (k == Layout::LOW) bits |= ((code >> Layout::LOW) & 1u) << i;
+    }
+    return bits;
+}
+
+// Puts code i of a run (0 <= code < 2^BITS) into its BITS words, where its bits are still zero (an add:
+// one instruction with the shift).
 template <int BITS>
 __device__ __forceinline__ void run_put(uint32_t (&w)[BITS], int i, uint32_t code) {
-    using Layout = RunLayout<BITS>;
-    w[Layout::lowWord(i)] |= (code & ((1u << Layout::LOW) - 1u)) << Layout::lowBit(i);
-    if constexpr (Layout::HIGH) {
-        w[Layout::LOW] |= ((code >> Layout::LOW) & 1u) << i;
-    }
+#pragma unroll
+    for (int k = 0; k < BITS; k++) w[k] += run_word_bits<BITS>(k, i, code);
+}
+
+// Replaces code i of a run in its BITS words.
+template <int BITS>
+__device__ __forceinline__ void run_replace(uint32_t (&w)[BITS], int i, uint32_t code) {
+    constexpr uint32_t ALL = (1u << BITS) - 1u;
+#pragma unroll
+    for (int k = 0; k < BITS; k++) w[k] = (w[k] & ~run_word_bits<BITS>(k, i, ALL)) | run_word_bits<BITS>(k, i, code);
 }
 
 // 2^e as fp32, exactly, for -126 <= e <= 127.

@@ -3,8 +3,8 @@
 // One launch per stream (keys or values) per append. The host (io.kvmix.cuda.DeviceStream) turns the
 // append into jobs, one per (sequence, FP row matrix touched): a job writes the new token rows into an
 // fp16 FP chunk [heads][G][D] (or into a sequence's sink rows [heads][S][D]) and, when the residual
-// policy spills that chunk, quantizes the whole chunk into one packed block. Grid: (jobs, kvHeads);
-// each CTA handles one head of one job.
+// policy spills that chunk, quantizes the whole chunk into one packed block. kvmix_append_stream_d<D>,
+// grid (jobs, kvHeads): each CTA handles one head of one job.
 //
 // Built with -fmad=false, and every step of the quantizer spelled with an _rn intrinsic, so the codes
 // and metadata are bit-identical to io.kvmix.core.quant.ScalarGroupQuantizer.
@@ -14,6 +14,7 @@
 namespace {
 
 using kvmix::RUN;
+constexpr int APPEND_THREADS = 128;  // threads per CTA (io.kvmix.cuda.cache.DeviceBatchKvCache.THREADS)
 
 // One job; the field order is written by io.kvmix.cuda.AppendJobs (48 bytes, little-endian).
 struct AppendJob {
@@ -68,12 +69,29 @@ struct MatrixShape {
     __device__ static constexpr int packStride() { return KEYS ? 1 : TILE_STRIDE; }
 };
 
+// The extremes of group `group` at pack index `pack` with Java's Math.min / Math.max (FORMAT.md section 1),
+// walked one element at a time: the slow path for groups whose fp16 extremes are zero (below).
+template <bool KEYS, int D>
+__device__ void java_extremes(const __half* tile, const MatrixShape<KEYS, D> m, int group, int pack, float& lo,
+                              float& hi) {
+    const int firstLane = group * m.groupLength();
+    const __half* column = tile + pack * m.packStride();
+    lo = __int_as_float(0x7F800000);   // +inf
+    hi = __int_as_float(0xFF800000);   // -inf
+    for (int lane = firstLane; lane < firstLane + m.groupLength(); lane++) {
+        const float x = __half2float(column[lane * m.laneStride()]);
+        lo = java_min(lo, x);
+        hi = java_max(hi, x);
+    }
+}
+
 // FORMAT.md section 1 for every group, then section 3 packing. meta: [3][metaCount] fp32 scratch
-// (scales, mins, 1 / scales).
+// (scales, mins, 1 / scales with 0 for a zero scale).
 template <int BITS, bool KEYS, int D>
 __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m, unsigned char* out, float* meta,
                                 int* errors, const AppendJob& job, int head) {
-    constexpr int maxCode = (1 << BITS) - 1;
+    constexpr uint32_t maxCode = (1u << BITS) - 1u;
+    constexpr int TILE_STRIDE = MatrixShape<KEYS, D>::TILE_STRIDE;
     const int laneLength = m.laneLength();
     const int packLength = m.packLength();
     const int groupLength = m.groupLength();
@@ -86,59 +104,88 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m
     float* mins = meta + metaCount;
     float* inverseScales = meta + 2 * metaCount;
 
-    // Section 1: min, max and scale of each group; metadata index [group][pack].
-    for (int item = threadIdx.x; item < metaCount; item += blockDim.x) {
+    // Section 1: min, max and scale of each group; metadata index [group][pack]. The extremes are found as
+    // fp16 pairs (fp16 -> fp32 is exact and monotonic, so they are the fp32 extremes' values); they may differ
+    // from Java's Math.min/max only in the sign of a zero, so a group whose min or max is zero is walked again
+    // with Java's rules.
+    auto finish = [&](int item, float lo, float hi) {
         const int pack = item % packLength;
         const int group = item / packLength;
-        const int firstLane = group * groupLength;
-        const __half* column = tile + pack * m.packStride();
-        // fminf/fmaxf find the extremes' values; they may differ from Java's Math.min/max only in the sign of
-        // a zero, so a group whose min or max is zero is walked again with Java's rules.
-        float lo = __int_as_float(0x7F800000);   // +inf
-        float hi = __int_as_float(0xFF800000);   // -inf
-        for (int lane = firstLane; lane < firstLane + groupLength; lane++) {
-            const float x = __half2float(column[lane * m.laneStride()]);
-            lo = fminf(lo, x);
-            hi = fmaxf(hi, x);
-        }
-        if (lo == 0.0f || hi == 0.0f) {
-            lo = __int_as_float(0x7F800000);
-            hi = __int_as_float(0xFF800000);
-            for (int lane = firstLane; lane < firstLane + groupLength; lane++) {
-                const float x = __half2float(column[lane * m.laneStride()]);
-                lo = java_min(lo, x);
-                hi = java_max(hi, x);
-            }
-        }
+        if (lo == 0.0f || hi == 0.0f) java_extremes<KEYS, D>(tile, m, group, pack, lo, hi);
         const float scale = __fdiv_rn(__fsub_rn(hi, lo), (float) maxCode);
         const __half scale16 = __float2half_rn(scale);
         const float scaleValue = __half2float(scale16);
         if (isinf(scaleValue)) {
-            report(errors, ERROR_SCALE_OVERFLOW, job.sequence, head, job.firstToken, firstLane, pack);
+            report(errors, ERROR_SCALE_OVERFLOW, job.sequence, head, job.firstToken, group * groupLength, pack);
         }
         scalesOut[item] = scale16;
         minsOut[item] = __float2half_rn(lo);
         scales[item] = scaleValue;
         mins[item] = lo;
-        inverseScales[item] = 1.0f / scaleValue;
+        inverseScales[item] = scaleValue == 0.0f ? 0.0f : 1.0f / scaleValue;
+    };
+    const __half2 positiveInf2 = __half2half2(__ushort_as_half(0x7C00));
+    const __half2 negativeInf2 = __half2half2(__ushort_as_half(0xFC00));
+    if constexpr (KEYS) {
+        // One group per channel (its G tokens). THREADS_PER_PAIR threads take the channel pair 2c, 2c + 1 and
+        // every THREADS_PER_PAIR-th token each, then meet through shuffles (neighbouring lanes).
+        constexpr int THREADS_PER_PAIR = APPEND_THREADS / (D / 2);
+        const int pair = threadIdx.x / THREADS_PER_PAIR;
+        const int sub = threadIdx.x % THREADS_PER_PAIR;
+        __half2 lo2 = positiveInf2, hi2 = negativeInf2;
+        for (int token = sub; token < laneLength; token += THREADS_PER_PAIR) {
+            const __half2 x = *reinterpret_cast<const __half2*>(tile + token * TILE_STRIDE + 2 * pair);
+            lo2 = __hmin2(lo2, x);
+            hi2 = __hmax2(hi2, x);
+        }
+#pragma unroll
+        for (int offset = 1; offset < THREADS_PER_PAIR; offset *= 2) {
+            lo2 = __hmin2(lo2, __shfl_xor_sync(0xffffffffu, lo2, offset));
+            hi2 = __hmax2(hi2, __shfl_xor_sync(0xffffffffu, hi2, offset));
+        }
+        if (sub < 2) {  // thread sub finishes channel 2 * pair + sub
+            finish(2 * pair + sub, __half2float(sub == 0 ? __low2half(lo2) : __high2half(lo2)),
+                   __half2float(sub == 0 ? __low2half(hi2) : __high2half(hi2)));
+        }
+    } else {
+        // Groups of groupLength consecutive channels of one token row, walked in channel pairs.
+        for (int item = threadIdx.x; item < metaCount; item += APPEND_THREADS) {
+            const int pack = item % packLength;
+            const __half2* row = reinterpret_cast<const __half2*>(tile + pack * TILE_STRIDE + item / packLength * groupLength);
+            __half2 lo2 = positiveInf2, hi2 = negativeInf2;
+            for (int k = 0; k < groupLength / 2; k++) {
+                lo2 = __hmin2(lo2, row[k]);
+                hi2 = __hmax2(hi2, row[k]);
+            }
+            finish(item, fminf(__low2float(lo2), __high2float(lo2)), fmaxf(__low2float(hi2), __high2float(hi2)));
+        }
     }
     __syncthreads();
 
     // Section 3: each thread packs one run of 32 codes of one lane into BITS words. The pack length (D or G)
     // is a multiple of 32 for the GPU cache's shapes, so every run is full; metadata comes 4 entries at a time.
-    for (int item = threadIdx.x; item < runs * laneLength; item += blockDim.x) {
+    // code = floor(y), y = fl(fl(d / scale) + 0.5), d = x - min, as FORMAT.md says. A multiply by 1/scale is
+    // within a few ulps (< 1e-5 for y < 17) of the quotient, so it gives the same floor unless y lands within
+    // 1e-4 of an integer: those codes are marked and redone with the IEEE division after the run (rare).
+    // floor(y) without conversion instructions: y >= 0 (d >= 0), and for y < 2^23 the sum y + 2^23 rounded
+    // toward zero is 2^23 + floor(y) exactly, floor(y) in its low mantissa bits; a larger y gives more than
+    // maxCode either way. A zero scale has 1/scale stored as 0: y = 0.5, code 0.
+    for (int item = threadIdx.x; item < runs * laneLength; item += APPEND_THREADS) {
         const int run = item / laneLength;
         const int lane = item % laneLength;
         const int group = lane / groupLength;
         const __half* row = tile + lane * m.laneStride() + run * RUN * m.packStride();
         const int meta0 = group * packLength + run * RUN;
+        auto element = [&](int i) { return __half2float(row[i * m.packStride()]); };
+        auto code_of = [](float floorBits) {
+            return min(maxCode, static_cast<uint32_t>(__float_as_int(floorBits) - __float_as_int(kvmix::TWO_POW_23)));
+        };
         uint32_t words[BITS] = {};
+        uint32_t redo = 0;  // bit i: code i is redone with the division
 #pragma unroll
         for (int i = 0; i < RUN; i += 4) {
-            const float4 scale4 = *reinterpret_cast<const float4*>(scales + meta0 + i);
             const float4 min4 = *reinterpret_cast<const float4*>(mins + meta0 + i);
             const float4 inverse4 = *reinterpret_cast<const float4*>(inverseScales + meta0 + i);
-            const float scale[4] = {scale4.x, scale4.y, scale4.z, scale4.w};
             const float mn[4] = {min4.x, min4.y, min4.z, min4.w};
             const float inverse[4] = {inverse4.x, inverse4.y, inverse4.z, inverse4.w};
             float x[4];
@@ -148,26 +195,25 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m
                 x[0] = a.x; x[1] = a.y; x[2] = b.x; x[3] = b.y;
             } else {
 #pragma unroll
-                for (int e = 0; e < 4; e++) x[e] = __half2float(row[(i + e) * m.packStride()]);
+                for (int e = 0; e < 4; e++) x[e] = element(i + e);
             }
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const float d = __fsub_rn(x[e], mn[e]);
-                // y = fl(fl(d / scale) + 0.5) and code = floor(y) as FORMAT.md says. A multiply by 1/scale is
-                // within a few ulps (< 1e-5 for y < 17) of the quotient, so it gives the same floor unless
-                // y lands within 1e-4 of an integer; only then is the IEEE division worth its cost.
-                // floor(y) without conversion instructions: y >= 0 (d >= 0), and for y < 2^23 the sum y + 2^23
-                // rounded toward zero is 2^23 + floor(y) exactly, floor(y) in its low mantissa bits; a larger y
-                // gives more than maxCode either way.
                 const float y = __fadd_rn(__fmul_rn(d, inverse[e]), 0.5f);
-                float floorBits = __fadd_rz(y, kvmix::TWO_POW_23);
+                const float floorBits = __fadd_rz(y, kvmix::TWO_POW_23);
                 const float fraction = __fsub_rn(y, __fsub_rn(floorBits, kvmix::TWO_POW_23));
-                if (scale[e] != 0.0f && (fraction < 1e-4f || fraction > 1.0f - 1e-4f)) {
-                    floorBits = __fadd_rz(__fadd_rn(__fdiv_rn(d, scale[e]), 0.5f), kvmix::TWO_POW_23);
-                }
-                const int floorY = __float_as_int(floorBits) - __float_as_int(kvmix::TWO_POW_23);
-                const uint32_t code = scale[e] == 0.0f ? 0u : (uint32_t) min(maxCode, max(0, floorY));
-                kvmix::run_put<BITS>(words, i + e, code);
+                if (fraction < 1e-4f || fraction > 1.0f - 1e-4f) redo |= 1u << (i + e);
+                kvmix::run_put<BITS>(words, i + e, code_of(floorBits));
+            }
+        }
+        while (redo != 0) {
+            const int i = __ffs(redo) - 1;
+            redo &= redo - 1;
+            const float scale = scales[meta0 + i];
+            if (scale != 0.0f) {
+                const float d = __fsub_rn(element(i), mins[meta0 + i]);
+                kvmix::run_replace<BITS>(words, i, code_of(__fadd_rz(__fadd_rn(__fdiv_rn(d, scale), 0.5f), kvmix::TWO_POW_23)));
             }
         }
         uint32_t* wordsOut = reinterpret_cast<uint32_t*>(out);
@@ -209,19 +255,11 @@ struct AppendParams {
     int keys;                        // 1: keys (per-channel groups), 0: values (per-token groups)
 };
 
-}  // namespace
-
-// jobs:   the append's jobs, one CTA per (job, kv head)
-// input:  new token rows [rows][kvHeads * D], fp16 if inputHalf else fp32; head h's channels at h * D
-extern "C" __global__ void __launch_bounds__(128, 8)  // 8 CTAs per SM: 64 registers, no spills
-kvmix_append_stream(const AppendJob* __restrict__ jobs, const void* __restrict__ input, int inputHalf,
-                    const AppendParams* __restrict__ params) {
-    extern __shared__ float shared[];
-    const AppendParams p = *params;
-    const AppendJob job = jobs[blockIdx.x];
-    const int head = blockIdx.y;
-    const int D = p.headDim;
-    const int tileStride = D + 2;  // +2 halves: column walks hit distinct banks
+// One CTA's work: one head of one job (see kvmix_append_stream), head dim D.
+template <int D>
+__device__ void append_head(const AppendJob& job, int head, const void* __restrict__ input, int inputHalf,
+                            const AppendParams& p, float* shared) {
+    constexpr int TILE_STRIDE = D + 2;  // +2 halves: column walks hit distinct banks
     __half* __restrict__ rows = reinterpret_cast<__half*>(job.rows) + (size_t) head * job.rowsPerHead * D;
     const bool spill = job.block != 0;
     __half* tile = reinterpret_cast<__half*>(shared);
@@ -230,18 +268,18 @@ kvmix_append_stream(const AppendJob* __restrict__ jobs, const void* __restrict__
     // (16 bytes of fp16) per vector; each thread loads VECTORS_IN_FLIGHT vectors before it stores any, so
     // their memory latencies overlap.
     constexpr int VECTORS_IN_FLIGHT = 4;
+    constexpr int VECTORS_PER_ROW = D / 8;
     const int firstRow = spill ? 0 : job.rowFrom;
     const int lastRow = spill ? job.rowsPerHead : job.rowTo;
-    const int vectorsPerRow = D / 8;
-    const int vectorCount = (lastRow - firstRow) * vectorsPerRow;
-    for (int base = threadIdx.x; base < vectorCount; base += VECTORS_IN_FLIGHT * blockDim.x) {
+    const int vectorCount = (lastRow - firstRow) * VECTORS_PER_ROW;
+    for (int base = threadIdx.x; base < vectorCount; base += VECTORS_IN_FLIGHT * APPEND_THREADS) {
         uint4 loaded[VECTORS_IN_FLIGHT][2];  // fp16 rows: [k][0]; fp32 input: channels 0-3 in [k][0], 4-7 in [k][1]
 #pragma unroll
         for (int k = 0; k < VECTORS_IN_FLIGHT; k++) {
-            const int idx = base + k * blockDim.x;
+            const int idx = base + k * APPEND_THREADS;
             if (idx >= vectorCount) break;
-            const int row = firstRow + idx / vectorsPerRow;
-            const int channel = (idx % vectorsPerRow) * 8;
+            const int row = firstRow + idx / VECTORS_PER_ROW;
+            const int channel = (idx % VECTORS_PER_ROW) * 8;
             if (row >= job.rowFrom && row < job.rowTo) {
                 const size_t at = (size_t) (job.inputRow + row - job.rowFrom) * p.inputRowStride + (size_t) head * D + channel;
                 if (inputHalf) {
@@ -257,44 +295,50 @@ kvmix_append_stream(const AppendJob* __restrict__ jobs, const void* __restrict__
         }
 #pragma unroll
         for (int k = 0; k < VECTORS_IN_FLIGHT; k++) {
-            const int idx = base + k * blockDim.x;
+            const int idx = base + k * APPEND_THREADS;
             if (idx >= vectorCount) break;
-            const int row = firstRow + idx / vectorsPerRow;
-            const int channel = (idx % vectorsPerRow) * 8;
+            const int row = firstRow + idx / VECTORS_PER_ROW;
+            const int channel = (idx % VECTORS_PER_ROW) * 8;
             uint4 eight = loaded[k][0];
+            __half2* eightPairs = reinterpret_cast<__half2*>(&eight);
             if (row >= job.rowFrom && row < job.rowTo) {
+                // every new value must be a finite fp16: |x| <= 65504 (NaN compares false)
                 float x[8];
+                bool finite = true;
                 if (inputHalf) {
-                    const __half2* h = reinterpret_cast<const __half2*>(&eight);
+                    const __half2 largest = __half2half2(__ushort_as_half(0x7BFF));
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const float2 f = __half22float2(h[e]);
-                        x[2 * e] = f.x;
-                        x[2 * e + 1] = f.y;
+                    for (int e = 0; e < 4; e++) finite &= __hble2(__habs2(eightPairs[e]), largest);
+                    if (!finite) {
+#pragma unroll
+                        for (int e = 0; e < 8; e++) x[e] = __half2float(reinterpret_cast<const __half*>(&eight)[e]);
                     }
                 } else {
                     const float4 a = *reinterpret_cast<const float4*>(&loaded[k][0]);
                     const float4 b = *reinterpret_cast<const float4*>(&loaded[k][1]);
                     x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
                     x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
-                    __half2* h = reinterpret_cast<__half2*>(&eight);
 #pragma unroll
-                    for (int e = 0; e < 4; e++) h[e] = __halves2half2(__float2half_rn(x[2 * e]), __float2half_rn(x[2 * e + 1]));
+                    for (int e = 0; e < 4; e++) {
+                        eightPairs[e] = __halves2half2(__float2half_rn(x[2 * e]), __float2half_rn(x[2 * e + 1]));
+                        finite &= fp16_finite(x[2 * e]) && fp16_finite(x[2 * e + 1]);
+                    }
                 }
+                if (!finite) {
 #pragma unroll
-                for (int e = 0; e < 8; e++) {
-                    if (!fp16_finite(x[e])) {
-                        report(p.errors, ERROR_NON_FINITE, job.sequence, head, job.firstToken + row, channel + e,
-                               __float_as_int(x[e]));
+                    for (int e = 0; e < 8; e++) {
+                        if (!fp16_finite(x[e])) {
+                            report(p.errors, ERROR_NON_FINITE, job.sequence, head, job.firstToken + row, channel + e,
+                                   __float_as_int(x[e]));
+                        }
                     }
                 }
                 *reinterpret_cast<uint4*>(rows + (size_t) row * D + channel) = eight;
             }
             if (spill) {
-                const __half2* h = reinterpret_cast<const __half2*>(&eight);
-                __half2* dst = reinterpret_cast<__half2*>(tile + row * tileStride + channel);
+                __half2* dst = reinterpret_cast<__half2*>(tile + row * TILE_STRIDE + channel);
 #pragma unroll
-                for (int e = 0; e < 4; e++) dst[e] = h[e];
+                for (int e = 0; e < 4; e++) dst[e] = eightPairs[e];
             }
         }
     }
@@ -309,14 +353,24 @@ kvmix_append_stream(const AppendJob* __restrict__ jobs, const void* __restrict__
     }
     __syncthreads();
 
-    // Head dims of the GPU cache (io.kvmix.cuda.cache.DeviceBatchKvCache.HEAD_DIMS) are compile-time here.
-    float* meta = shared + (job.rowsPerHead * (D + 2) + 1) / 2;
+    float* meta = shared + (job.rowsPerHead * TILE_STRIDE + 1) / 2;
     unsigned char* out = reinterpret_cast<unsigned char*>(job.block) + head * p.headStride;
-    if (p.keys) {
-        if (D == 64) quantize_chunk<true, 64>(tile, job.rowsPerHead, p.bits, out, meta, p.errors, job, head);
-        else quantize_chunk<true, 128>(tile, job.rowsPerHead, p.bits, out, meta, p.errors, job, head);
-    } else {
-        if (D == 64) quantize_chunk<false, 64>(tile, job.rowsPerHead, p.bits, out, meta, p.errors, job, head);
-        else quantize_chunk<false, 128>(tile, job.rowsPerHead, p.bits, out, meta, p.errors, job, head);
-    }
+    if (p.keys) quantize_chunk<true, D>(tile, job.rowsPerHead, p.bits, out, meta, p.errors, job, head);
+    else quantize_chunk<false, D>(tile, job.rowsPerHead, p.bits, out, meta, p.errors, job, head);
 }
+
+}  // namespace
+
+// kvmix_append_stream_d<D>, one kernel per head dim of the GPU cache (io.kvmix.cuda.cache.DeviceBatchKvCache.HEAD_DIMS)
+// jobs:   the append's jobs, one CTA of APPEND_THREADS per (job, kv head); grid (jobs, kvHeads)
+// input:  new token rows [rows][kvHeads * D], fp16 if inputHalf else fp32; head h's channels at h * D
+// dynamic shared: fp16 tile [G][D + 2], then scales, mins and 1 / scales as fp32 [metaCount] each
+#define KVMIX_APPEND(D)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(APPEND_THREADS, 8) /* 8 CTAs per SM: 64 registers */        \
+    kvmix_append_stream_d##D(const AppendJob* __restrict__ jobs, const void* __restrict__ input, int inputHalf, \
+                             const AppendParams* __restrict__ params) {                                      \
+        extern __shared__ float shared[];                                                                    \
+        append_head<D>(jobs[blockIdx.x], blockIdx.y, input, inputHalf, *params, shared);                     \
+    }
+KVMIX_APPEND(64)
+KVMIX_APPEND(128)

@@ -308,7 +308,7 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         int tileFloats = (groupSize * (geometry.headDim() + 2) + 1) / 2;
         int metaCount = stream.layout().metaCount();
         int sharedBytes = 4 * (tileFloats + 3 * metaCount);
-        device.launch(device.kernel(QUANTIZE_MODULE, "kvmix_append_stream"),
+        device.launch(device.kernel(QUANTIZE_MODULE, "kvmix_append_stream_d" + geometry.headDim()),
                 new int[] {jobs.jobCount(), geometry.kvHeads(), 1}, THREADS, sharedBytes,
                 new long[] {jobsAddress}, new long[] {rows}, new int[] {half ? 1 : 0},
                 new long[] {stream.appendParamsAddress()});
