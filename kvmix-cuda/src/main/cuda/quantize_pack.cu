@@ -370,7 +370,9 @@ __device__ void append_head(const AppendJob& job, int head, const void* __restri
     kvmix_append_stream_d##D(const AppendJob* __restrict__ jobs, const void* __restrict__ input, int inputHalf, \
                              const AppendParams* __restrict__ params) {                                      \
         extern __shared__ float shared[];                                                                    \
-        append_head<D>(jobs[blockIdx.x], blockIdx.y, input, inputHalf, *params, shared);                     \
+        const AppendJob job = jobs[blockIdx.x];     /* copies in registers: read once, not per use */        \
+        const AppendParams p = *params;                                                                      \
+        append_head<D>(job, blockIdx.y, input, inputHalf, p, shared);                                        \
     }
 KVMIX_APPEND(64)
 KVMIX_APPEND(128)
