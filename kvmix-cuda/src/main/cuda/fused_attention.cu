@@ -275,6 +275,7 @@ struct Shared {
     float q[GQ][D];
     float keyWeights[2 * D][GQ];  // key k-row r of plane r / D: q of its channel * 2^-(E + weightExponent)
     float qFactor[GQ];            // 2^(24 + E) of each head: packed-key products back to q . k
+    float scoreFactor[GQ];        // qFactor * softmaxScale
     float reduction[WARPS][GQ];
     float rowMax[GQ];
     float rowSum[GQ];
@@ -508,7 +509,7 @@ struct KeyUnit {
 // Per CTA, once the queries are in shared memory: 2^E per head (2^E >= 4 max |q|, so that q * 2^-E * scale
 // * plane weight stays within fp16) and the key right-hand-side weights of every k-row.
 template <int BITS, int D, int GQ>
-__device__ void prepare_keys(Shared<D, GQ>& sh) {
+__device__ void prepare_keys(Shared<D, GQ>& sh, float softmaxScale) {
     using K = KeyUnit<BITS, D>;
     const int warp = threadIdx.x / LANES, lane = threadIdx.x % LANES;
     for (int g = warp; g < GQ; g += WARPS) {
@@ -521,7 +522,10 @@ __device__ void prepare_keys(Shared<D, GQ>& sh) {
             frexpf(largest, &e);  // largest < 2^e
             e = min(max(e + 2, -96), 96);
         }
-        if (lane == 0) sh.qFactor[g] = kvmix::pow2(24 + e);
+        if (lane == 0) {
+            sh.qFactor[g] = kvmix::pow2(24 + e);
+            sh.scoreFactor[g] = kvmix::pow2(24 + e) * softmaxScale;
+        }
     }
     __syncthreads();
     for (int at = threadIdx.x; at < K::PLANES * D * GQ; at += THREADS) {
@@ -572,7 +576,7 @@ __device__ void key_pass(const CacheParams& cache, const SplitView& v, const Uni
     using K = KeyUnit<BITS, D>;
     using Rhs = RhsLayout<GQ>;
     using L = Layout<D, GQ>;
-    prepare_keys<BITS, D, GQ>(sh);
+    prepare_keys<BITS, D, GQ>(sh, softmaxScale);
     const int warp = threadIdx.x / LANES;
     const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
     const int G = cache.groupSize;
@@ -628,7 +632,7 @@ __device__ void key_pass(const CacheParams& cache, const SplitView& v, const Uni
                 }
                 partial[g] = s;
             }
-            const float bias = warp_sum_scatter<GQ>(partial);
+            const float bias = warp_sum_scatter<GQ>(partial) * softmaxScale;
             __syncwarp();
             float c[2][2][4];
 #pragma unroll
@@ -639,11 +643,11 @@ __device__ void key_pass(const CacheParams& cache, const SplitView& v, const Uni
                     for (int e = 0; e < 4; e++) c[mt][kk][e] = 0.0f;
             packed_key_plane<typename K::Low, K::Low::WORDS, D, GQ>(current.low, rows, c);
             if constexpr (K::PLANES == 2) packed_key_plane<typename K::High, K::High::WORDS, D, GQ>(current.high, rows + D, c);
+            const bool allVisible = start >= v.first && start + RUN - 1 <= v.last;  // the usual case
 #pragma unroll
             for (int column = 0; column < 2; column++) {
                 const int g = min(Rhs::columnHead(j, column), GQ - 1);
                 const float headBias = __shfl_sync(0xffffffffu, bias, g * (LANES / GQ));
-                const float factor = sh.qFactor[g];
                 if (!Rhs::ownsHeads(j) || (GQ != 8 && column == 1)) continue;
 #pragma unroll
                 for (int mt = 0; mt < 2; mt++) {
@@ -654,25 +658,29 @@ __device__ void key_pass(const CacheParams& cache, const SplitView& v, const Uni
                     for (int h = 0; h < 2; h++) {
                         const int token = 4 * rho + 2 * mt + h;
                         const int t = start + token;
-                        const bool visible = t >= v.first && t <= v.last;
-                        const float score = fmaf(Rhs::value(sum, h, column), factor, headBias) * softmaxScale;
+                        const bool visible = allVisible || (t >= v.first && t <= v.last);
+                        // (sum * qFactor + bias) * softmaxScale, bias already scaled
+                        const float score = fmaf(Rhs::value(sum, h, column), sh.scoreFactor[g], headBias);
                         unitScores[g * scoreStride + token] = visible ? score : NEG_INF;
                     }
                 }
             }
             __syncwarp();  // the rows are rewritten for the next unit; fp16-row tokens are written over below
         }
-        // fp16 rows (sinks, the FP window) and units with no packed keys: one token per lane
-        const int t = start + lane;
-        const bool visible = t >= v.first && t <= v.last && (!isSink || t < cache.sinks);
-        const bool fromRows = src.keyRows != 0 && visible && (isSink || t >= v.keyPackedEnd);
-        if (fromRows || src.keyMatrix == 0) {
-            float dot[GQ];
+        // fp16 rows (sinks, the FP window) and units with no packed keys: one token per lane (a warp-uniform
+        // test first: most units are packed only)
+        if (src.keyRows != 0 || src.keyMatrix == 0) {
+            const int t = start + lane;
+            const bool visible = t >= v.first && t <= v.last && (!isSink || t < cache.sinks);
+            const bool fromRows = src.keyRows != 0 && visible && (isSink || t >= v.keyPackedEnd);
+            if (fromRows || src.keyMatrix == 0) {
+                float dot[GQ];
 #pragma unroll
-            for (int g = 0; g < GQ; g++) dot[g] = 0.0f;
-            if (fromRows) fp_key_dots<D, GQ>(reinterpret_cast<const __half*>(src.keyRows) + (size_t) lane * D, &sh.q[0][0], dot);
+                for (int g = 0; g < GQ; g++) dot[g] = 0.0f;
+                if (fromRows) fp_key_dots<D, GQ>(reinterpret_cast<const __half*>(src.keyRows) + (size_t) lane * D, &sh.q[0][0], dot);
 #pragma unroll
-            for (int g = 0; g < GQ; g++) unitScores[g * scoreStride + lane] = fromRows ? dot[g] * softmaxScale : NEG_INF;
+                for (int g = 0; g < GQ; g++) unitScores[g * scoreStride + lane] = fromRows ? dot[g] * softmaxScale : NEG_INF;
+            }
         }
         __syncwarp();  // the stage is refilled next
     }
@@ -876,10 +884,11 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
                     }
                 }
             }
+            // Tokens at or past valuePackedEnd have no metadata (their values are fp16 rows); tokens outside the
+            // visible range have p = 0 (exp of a -inf score) and finite metadata, so they add nothing.
             // min terms: every token once, the token of the lane's plane-0 k-row
             {
-                const int t = start + info.token[0];
-                const bool live = t < v.valuePackedEnd && t >= v.first && t <= v.last;
+                const bool live = start + info.token[0] < v.valuePackedEnd;
 #pragma unroll
                 for (int grp = 0; grp < MAX_GROUPS; grp++) {
                     if (grp < groups) {
@@ -893,8 +902,7 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
 #pragma unroll
             for (int pl = 0; pl < V::PLANES; pl++) {
                 const int token = info.token[pl];
-                const int t = start + token;
-                const bool live = t < v.valuePackedEnd && t >= v.first && t <= v.last;
+                const bool live = start + token < v.valuePackedEnd;
                 const float weight = kvmix::pow2(Z - info.weightExponent[pl]);
                 float pt[GQ];
 #pragma unroll
