@@ -255,7 +255,7 @@ struct AppendParams {
     int keys;                        // 1: keys (per-channel groups), 0: values (per-token groups)
 };
 
-// One CTA's work: one head of one job (see kvmix_append_stream), head dim D.
+// One CTA's work: one head of one job (see kvmix_append_stream_d<D> below), head dim D.
 template <int D>
 __device__ void append_head(const AppendJob& job, int head, const void* __restrict__ input, int inputHalf,
                             const AppendParams& p, float* shared) {
