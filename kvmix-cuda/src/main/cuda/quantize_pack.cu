@@ -130,6 +130,7 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m
         // One group per channel (its G tokens). THREADS_PER_PAIR threads take the channel pair 2c, 2c + 1 and
         // every THREADS_PER_PAIR-th token each, then meet through shuffles (neighbouring lanes).
         constexpr int THREADS_PER_PAIR = APPEND_THREADS / (D / 2);
+        static_assert(THREADS_PER_PAIR >= 2, "a thread per channel of each pair finishes it");
         const int pair = threadIdx.x / THREADS_PER_PAIR;
         const int sub = threadIdx.x % THREADS_PER_PAIR;
         __half2 lo2 = positiveInf2, hi2 = negativeInf2;
