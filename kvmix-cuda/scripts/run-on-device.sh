@@ -3,6 +3,8 @@
 #   bash .device/run-on-device.sh tests bench
 # tests: the kvmix-cuda JUnit suite on the GPU (JUnit console launcher) -> $OUT/gpu-tests.txt + XML reports
 # bench: PyTorch fp16 SDPA baseline, then DeviceBench -> $OUT/sdpa.json, $OUT/results.json
+# variants: DeviceBench of each jar that stage-variant.sh put in variants/, with the same SDPA figures
+#          -> $OUT/results-<name>.json (run after bench, in the same call, for side-by-side numbers)
 # profile: Nsight Compute (full set) of the first 2-bit attention and prefill append launches of batch 8 x 4096
 #          -> $OUT/<kernel>.ncu-rep, <kernel>-details.txt and <kernel>-sass.csv.gz (per-instruction counts, stalls)
 # PtxManifestTest is left out there: it reads the CUDA sources of the build tree, which is not carried
@@ -31,6 +33,15 @@ for task in "$@"; do
             "${JAVA[@]}" -Xmx48g -cp "$DIR/lib/*" io.kvmix.cuda.bench.DeviceBench --sdpa "$OUT/sdpa.json" \
                 > "$OUT/results.json"
             ;;
+        variants)
+            [ -f "$OUT/sdpa.json" ] || python3 "$DIR/bench/sdpa_baseline.py" > "$OUT/sdpa.json"
+            for variant in "$DIR"/variants/*.jar; do
+                [ -f "$variant" ] || { echo "no variants staged (kvmix-cuda/scripts/stage-variant.sh)" >&2; break; }
+                classpath="$(ls "$variant" "$DIR"/lib/*.jar | grep -v '/lib/kvmix-cuda-' | tr '\n' ':')"
+                "${JAVA[@]}" -Xmx48g -cp "$classpath" io.kvmix.cuda.bench.DeviceBench --sdpa "$OUT/sdpa.json" \
+                    > "$OUT/results-$(basename "$variant" .jar).json"
+            done
+            ;;
         profile)
             ncu="$(command -v ncu || echo /usr/local/cuda/bin/ncu)"
             for kernel in kvmix_attend_d128_g1 kvmix_append_stream_d128; do
@@ -42,7 +53,7 @@ for task in "$@"; do
             done
             ;;
         *)
-            echo "unknown task $task (tests, bench, profile)" >&2
+            echo "unknown task $task (tests, bench, variants, profile)" >&2
             exit 2
             ;;
     esac
