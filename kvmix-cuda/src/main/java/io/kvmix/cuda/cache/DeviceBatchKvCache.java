@@ -66,6 +66,13 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     private final GrowableBuffer output;
     /** Occupancy calculator answers by kernel and shared memory size (asked once each). */
     private final Map<String, Integer> residentCtas = new HashMap<>();
+    /** The last split choice of {@link #splitUnits} and what it was made for (units after the sinks, query group). */
+    private int chosenSplitUnits;
+    private int chosenForUnits = -1;
+    private int chosenForGroup = -1;
+    /** Sizes of the attention's shared-memory layout, exported by fused_attention.cu (0 until first read). */
+    private int unitSourceBytes;
+    private int stageBytesPerChannel;
     private boolean open = true;
 
     /** True when the kernels are built for this geometry (head dim 64 or 128, G a multiple of 32). */
@@ -399,8 +406,15 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     /** Split length (in units of 32 tokens) that {@link #attendDevice} uses for {@code queryHeads} query heads. */
     public int splitUnits(int queryHeads) {
         int group = queryHeads / geometry.kvHeads();
-        return chooseSplitUnits(regularUnits(), batch * geometry.kvHeads(), device.multiprocessors(),
-                units -> residentCtas(group, units));
+        int units = regularUnits();
+        // the choice changes only when the longest sequence crosses a unit boundary: keep the last one
+        if (units != chosenForUnits || group != chosenForGroup) {
+            chosenSplitUnits = chooseSplitUnits(units, batch * geometry.kvHeads(), device.multiprocessors(),
+                    perCta -> residentCtas(group, perCta));
+            chosenForUnits = units;
+            chosenForGroup = group;
+        }
+        return chosenSplitUnits;
     }
 
     /**
@@ -450,8 +464,11 @@ public final class DeviceBatchKvCache implements BatchKvCache {
      * the stages that the packed slices of its units are copied into.
      */
     private int attentionSharedBytes(int group, int splitUnits) {
-        int sourceBytes = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_unit_source_bytes");
-        int stageBytesPerChannel = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_stage_bytes_per_channel");
+        if (unitSourceBytes == 0) {  // read from the module once
+            unitSourceBytes = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_unit_source_bytes");
+            stageBytesPerChannel = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_stage_bytes_per_channel");
+        }
+        int sourceBytes = unitSourceBytes;
         return (ceilDiv(quant.sinks(), UNIT) + splitUnits) * (sourceBytes + 4 * group * UNIT)
                 + ATTENTION_WARPS * stageBytesPerChannel * geometry.headDim();
     }
