@@ -28,7 +28,9 @@
 // order of a product is the order those pairs come in; the right-hand sides are written in that order into
 // shared memory and read back with ldmatrix. A right-hand value v goes in as fp16 hi = fp16(v) and
 // lo = fp16(v - hi) (RhsLayout), about 22 bits of v, so the products match fp32 arithmetic to ~1e-6.
-// fp16 rows (sinks, the FP window) are read one token per lane in fp32 arithmetic.
+// The fp16 key rows of regular units (the FP window) are a third product, the rows as they lie times q
+// (fp_key_unit); sink keys and all fp16 value rows are read one token (keys) or CPL channels (values) per
+// lane in fp32 arithmetic. What a warp has to do for each unit is decided once per CTA (UnitSources::flags).
 #include <cuda_fp16.h>
 #include <type_traits>
 #include "kvmix_format.cuh"
@@ -69,9 +71,21 @@ struct UnitSources {
     unsigned long long valueMatrix;
     unsigned long long valueRows;
     int inBlock;                     // the unit's first token within its block (0 for sinks)
-    int reserved[3];
+    int flags;                       // UnitFlags: what a warp has to do for the unit, decided once per CTA
+    int reserved[2];
 };
 static_assert(sizeof(UnitSources) == 48, "UnitSources layout");
+
+// UnitSources::flags.
+enum UnitFlags : int {
+    KEYS_PACKED = 1,     // keyMatrix != 0
+    KEYS_ROWS = 2,       // a regular unit with fp16 key rows (keyRows != 0): scored on the tensor cores after
+                         // the packed part
+    KEYS_PER_TOKEN = 4,  // a sink unit with rows, or a unit with no keys to read (scores -inf): one token per lane
+    VALUES_PACKED = 8,   // valueMatrix != 0
+    VALUES_ROWS = 16,    // valueRows != 0
+    ALL_VISIBLE = 32,    // every token of the unit lies in the visible range
+};
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
@@ -136,36 +150,28 @@ template <int GQ>
 struct RhsLayout {
     static constexpr int SETS = GQ == 8 ? 2 : 1;
 
-    __device__ __forceinline__ static uint32_t pack(__half a, __half b) {
-        const __half2 h = __halves2half2(a, b);
+    // fp16(a) in the low half, fp16(b) in the high half: one conversion instruction for both.
+    __device__ __forceinline__ static uint32_t pack2(float a, float b) {
+        const __half2 h = __floats2half2_rn(a, b);
         return *reinterpret_cast<const uint32_t*>(&h);
     }
-    __device__ __forceinline__ static void split(float x, __half& hi, __half& lo) {
-        hi = __float2half_rn(x);
-        lo = __float2half_rn(x - __half2float(hi));
-    }
+    // x - fp16(x): what the hi part leaves, stored as fp16 lo.
+    __device__ __forceinline__ static float below(float x) { return x - __half2float(__float2half_rn(x)); }
 
     __device__ __forceinline__ static void store(uint4* rows, int setStride, int row, const float (&v)[GQ]) {
         if constexpr (GQ == 8) {
             uint32_t hi[4], lo[4];
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                __half h0, l0, h1, l1;
-                split(v[2 * e], h0, l0);
-                split(v[2 * e + 1], h1, l1);
-                hi[e] = pack(h0, h1);
-                lo[e] = pack(l0, l1);
+                hi[e] = pack2(v[2 * e], v[2 * e + 1]);
+                lo[e] = pack2(below(v[2 * e]), below(v[2 * e + 1]));
             }
             rows[row] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
             rows[setStride + row] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
         } else {
             uint32_t w[4] = {0u, 0u, 0u, 0u};
 #pragma unroll
-            for (int g = 0; g < GQ; g++) {
-                __half h, l;
-                split(v[g], h, l);
-                w[g] = pack(h, l);
-            }
+            for (int g = 0; g < GQ; g++) w[g] = pack2(v[g], below(v[g]));
             rows[row] = make_uint4(w[0], w[1], w[2], w[3]);
         }
     }
@@ -256,6 +262,9 @@ struct PlanePairs {
 // Value groups per token at most: the group length min(G, D) is at least 32 channels.
 __host__ __device__ constexpr int max_value_groups(int d) { return d / 32; }
 
+// Bytes per channel of a CTA's right-hand sides of fp16 key rows (FpKeyRows), sized for two sets (8 query heads).
+constexpr int FP_KEY_ROW_BYTES = 2 * 16;
+
 template <int D, int GQ>
 struct Layout {
     static constexpr int CPL = D / 32;     // channels per lane in the fp16-row value sums
@@ -266,6 +275,7 @@ struct Layout {
     static constexpr int VALUE_ROWS = 2 * MAX_GROUPS * RUN;
     static constexpr int ROWS = KEY_ROWS > VALUE_ROWS ? KEY_ROWS : VALUE_ROWS;
     static_assert(SETS * ROWS * 4 >= GQ * D, "a warp's rows hold its partial output [GQ][D] at the end");
+    static_assert(SETS * 16 <= FP_KEY_ROW_BYTES, "the fp16 key rows' right-hand sides fit their shared memory");
 };
 
 template <int D, int GQ>
@@ -308,7 +318,7 @@ __device__ __forceinline__ void prefetch_unit_rows(unsigned long long rows) {
 // Dot products of the GQ queries with one fp16 row of D channels.
 template <int D, int GQ>
 __device__ __forceinline__ void fp_key_dots(const __half* row, const float* q, float (&dot)[GQ]) {
-#pragma unroll 4
+#pragma unroll 8
     for (int c = 0; c < D; c += 8) {
         const uint4 raw = *reinterpret_cast<const uint4*>(row + c);
         const __half2* h = reinterpret_cast<const __half2*>(&raw);
@@ -477,17 +487,40 @@ struct KeyUnit {
         return o;
     }
 
-    // Starts copying a unit's slice into a stage (the caller commits): each row word's 32 tokens (128 bytes at
-    // matrix + 4 (row word * G + inBlock)), then the block's metadata.
-    __device__ __forceinline__ static void issue(uint4* stage, unsigned long long matrix, int inBlock, int G) {
-        if (matrix == 0) return;
-        constexpr int WORD_CHUNKS = BITS * D / 4, META_CHUNKS = 4 * D / 16;  // 16-byte chunks
+    // A unit's slice in 16-byte chunks: chunk c < WORD_CHUNKS holds row word c / 8 of 4 tokens 4 (c % 8) ..
+    // (128 bytes at matrix + 4 (row word * G + inBlock)), then META_CHUNKS chunks of the block's metadata.
+    // Lane l copies chunks l, l + 32, ..: their byte offsets from the block's matrix are fixed for a CTA.
+    static constexpr int WORD_CHUNKS = BITS * D / 4, META_CHUNKS = 4 * D / 16;
+    static constexpr int WORD_COPIES = (WORD_CHUNKS + LANES - 1) / LANES, META_COPIES = (META_CHUNKS + LANES - 1) / LANES;
+    struct CopyPlan {
+        int word[WORD_COPIES];  // from matrix + 4 inBlock
+        int meta[META_COPIES];  // from matrix
+    };
+    __device__ __forceinline__ static CopyPlan copy_plan(int G) {
         const int lane = threadIdx.x % LANES;
+        CopyPlan plan;
 #pragma unroll
-        for (int c = lane; c < WORD_CHUNKS; c += LANES) copy_async(stage + c, matrix + 4ull * ((c / 8) * G + inBlock) + 16 * (c % 8));
-        const unsigned long long meta = matrix + 4ull * (D / 32) * BITS * G;
+        for (int i = 0; i < WORD_COPIES; i++) {
+            const int c = lane + LANES * i;
+            plan.word[i] = 4 * (c / 8) * G + 16 * (c % 8);
+        }
 #pragma unroll
-        for (int c = lane; c < META_CHUNKS; c += LANES) copy_async(stage + WORD_CHUNKS + c, meta + 16 * c);
+        for (int i = 0; i < META_COPIES; i++) plan.meta[i] = 4 * (D / 32) * BITS * G + 16 * (lane + LANES * i);
+        return plan;
+    }
+
+    // Starts copying a unit's slice into a stage (the caller commits).
+    __device__ __forceinline__ static void issue(uint4* stage, unsigned long long matrix, int inBlock, const CopyPlan& plan) {
+        const int lane = threadIdx.x % LANES;
+        const unsigned long long words = matrix + 4u * inBlock;
+#pragma unroll
+        for (int i = 0; i < WORD_COPIES; i++) {
+            if (WORD_CHUNKS % LANES == 0 || lane + LANES * i < WORD_CHUNKS) copy_async(stage + lane + LANES * i, words + plan.word[i]);
+        }
+#pragma unroll
+        for (int i = 0; i < META_COPIES; i++) {
+            if (META_CHUNKS % LANES == 0 || lane + LANES * i < META_CHUNKS) copy_async(stage + WORD_CHUNKS + lane + LANES * i, matrix + plan.meta[i]);
+        }
     }
 
     __device__ __forceinline__ void fetch(const uint4* stage, const Offsets& o) {
@@ -506,10 +539,20 @@ struct KeyUnit {
     }
 };
 
+// The k order of fp_key_unit's products: k-row R (k-tile R / 16, slot R % 16) of its right-hand side holds
+// channel(R), written once per CTA by prepare_keys.
+struct FpKeyRows {
+    __host__ __device__ static constexpr int channel(int R) {
+        const int kappa = R % 16, jj = (kappa % 8) / 2, d = kappa % 2, odd = kappa / 8;
+        return 32 * (R / 32) + 8 * jj + 4 * ((R / 16) % 2) + 2 * odd + d;
+    }
+};
+
 // Per CTA, once the queries are in shared memory: 2^E per head (2^E >= 4 max |q|, so that q * 2^-E * scale
-// * plane weight stays within fp16) and the key right-hand-side weights of every k-row.
+// * plane weight stays within fp16), the packed keys' right-hand-side weights of every k-row and the fp16 key
+// rows' right-hand sides (fpKeyRows: [sets][D], FpKeyRows order).
 template <int BITS, int D, int GQ>
-__device__ void prepare_keys(Shared<D, GQ>& sh, float softmaxScale) {
+__device__ void prepare_keys(Shared<D, GQ>& sh, float softmaxScale, uint4* fpKeyRows) {
     using K = KeyUnit<BITS, D>;
     const int warp = threadIdx.x / LANES, lane = threadIdx.x % LANES;
     for (int g = warp; g < GQ; g += WARPS) {
@@ -538,7 +581,68 @@ __device__ void prepare_keys(Shared<D, GQ>& sh, float softmaxScale) {
         // qFactor = 2^(24 + E): the weight is q * 2^-(E + exponent)
         sh.keyWeights[r][g] = sh.q[g][channel] * kvmix::pow2(24 - exponent) / sh.qFactor[g];
     }
+    for (int r = threadIdx.x; r < D; r += THREADS) {
+        float x[GQ];
+#pragma unroll
+        for (int g = 0; g < GQ; g++) x[g] = sh.q[g][FpKeyRows::channel(r)] * kvmix::pow2(24) / sh.qFactor[g];
+        RhsLayout<GQ>::store(fpKeyRows, D, r, x);
+    }
     __syncthreads();
+}
+
+// Scores of one regular unit's fp16 key rows (32 tokens, rows D apart from `rows`) on the tensor cores: the
+// rows as they lie are the left-hand side (m = tokens, k = channels), q * 2^-E per head the right-hand side
+// (`rhs`, FpKeyRows order). Lane (r, j) = (lane / 4, lane % 4) loads, of each of its tokens 16 mt + r and
+// 16 mt + r + 8, the 16 bytes of channels 32 s + 8 j .. + 7; register x of such a load is the a-fragment
+// slot pair (2 j, 2 j + 1) for even x and (2 j + 8, 2 j + 9) for odd x of k-tile 2 s + x / 2. Writes the
+// scores of tokens read from rows (visible, at or past keyPackedEnd); the other tokens get -inf unless the
+// unit's packed keys scored them. Rows of other tokens may be stale or unwritten: each score depends on its
+// own row only.
+template <int D, int GQ>
+__device__ __forceinline__ void fp_key_unit(const __half* rows, const uint4* rhs, const SplitView& v, int start,
+                                            bool scoredPacked, const float* scoreFactor, float* unitScores,
+                                            int scoreStride) {
+    using Rhs = RhsLayout<GQ>;
+    const int lane = threadIdx.x % LANES, r = lane / 4, j = lane % 4;
+#pragma unroll 1
+    for (int mt = 0; mt < 2; mt++) {
+        uint4 x[2][D / 32];  // [row half h: token 16 mt + r + 8 h][s]
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int s = 0; s < D / 32; s++) x[h][s] = *reinterpret_cast<const uint4*>(rows + (size_t) (16 * mt + r + 8 * h) * D + 32 * s + 8 * j);
+        float c[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};  // by k-tile parity
+#pragma unroll
+        for (int s = 0; s < D / 32; s++) {
+            typename Rhs::Fragments f;
+            Rhs::load(rhs + 32 * s, D, f);
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const uint32_t a[4] = {component(x[0][s], 2 * e), component(x[1][s], 2 * e),
+                                       component(x[0][s], 2 * e + 1), component(x[1][s], 2 * e + 1)};
+                Rhs::mma(c[e], a, f, e);
+            }
+        }
+        float sum[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) sum[e] = c[0][e] + c[1][e];
+#pragma unroll
+        for (int column = 0; column < 2; column++) {
+            if (!Rhs::ownsHeads(j) || (GQ != 8 && column == 1)) continue;
+            const int g = Rhs::columnHead(j, column);
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                const int token = 16 * mt + r + 8 * h;
+                const int t = start + token;
+                // sum * 2^E * softmaxScale, scoreFactor = 2^(24 + E) * softmaxScale
+                if (t >= v.keyPackedEnd && t >= v.first && t <= v.last) {
+                    unitScores[g * scoreStride + token] = Rhs::value(sum, h, column) * scoreFactor[g] * (1.0f / 16777216.0f);
+                } else if (!scoredPacked) {
+                    unitScores[g * scoreStride + token] = NEG_INF;
+                }
+            }
+        }
+    }
 }
 
 // scores[token][head] (unscaled sums of code * weight) of one packed key plane: c[m-tile][k-tile parity].
@@ -572,67 +676,94 @@ __device__ __forceinline__ void packed_key_plane(const uint4 (&words)[WORDS], co
 // Pass 1 for one key width: scores of every unit of the warp (-inf where not visible), times softmaxScale.
 template <int BITS, int D, int GQ>
 __device__ void key_pass(const CacheParams& cache, const SplitView& v, const UnitSources* sources, Shared<D, GQ>& sh,
-                         float softmaxScale, float* scores, int scoreStride, uint4* stages) {
+                         float softmaxScale, float* scores, int scoreStride, uint4* stages, uint4* fpKeyRows) {
     using K = KeyUnit<BITS, D>;
     using Rhs = RhsLayout<GQ>;
     using L = Layout<D, GQ>;
-    prepare_keys<BITS, D, GQ>(sh, softmaxScale);
+    static_assert(STAGES == 2, "a warp alternates between two stages");
     const int warp = threadIdx.x / LANES;
     const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
-    const int G = cache.groupSize;
     uint4* rows = sh.rows[warp];
-    const typename K::Offsets offsets = K::offsets();
+    const typename K::CopyPlan copyPlan = K::copy_plan(cache.groupSize);
+    // The packed slice of a warp's next unit is copied into its other stage while it computes the current one;
     // FP rows of regular units (whole chunk rows; a sink unit may hold fewer than RUN rows) go to L2 a unit ahead.
-    auto prefetchRows = [&](int u) {
-        if (u >= v.sinkUnits && sources[u].keyRows != 0) prefetch_unit_rows<D>(sources[u].keyRows);
-    };
-    // packed slices are copied into the warp's stages STAGES - 1 units ahead (stage i % STAGES for its i-th unit)
+    // The first unit's copies are asked for before the queries are prepared, so that their latency hides there.
     constexpr int STAGE = stage_bytes(D) / 16;  // uint4 per stage
-    auto issue = [&](int u, int stage) {
-        if (u < v.unitCount) K::issue(stages + stage * STAGE, sources[u].keyMatrix, sources[u].inBlock, G);
+    auto ahead = [&](int u, int stage) {
+        if (u < v.unitCount) {
+            const UnitSources next = sources[u];
+            if ((next.flags & KEYS_PACKED) != 0) K::issue(stages + stage * STAGE, next.keyMatrix, next.inBlock, copyPlan);
+            if (u >= v.sinkUnits && next.keyRows != 0) prefetch_unit_rows<D>(next.keyRows);
+        }
         commit_async();
     };
-    if (warp < v.unitCount) prefetchRows(warp);
+    ahead(warp, 0);
+    prepare_keys<BITS, D, GQ>(sh, softmaxScale, fpKeyRows);
+    const typename K::Offsets offsets = K::offsets();
+    // With few heads the lane's right-hand-side weights and the queries of its min channels stay in registers.
+    constexpr bool HOLD = GQ * K::PLANES * K::ROWS_PER_LANE <= 8;
+    constexpr int MIN_CHANNELS = D / 32;  // the lane's channels (D / 32) * lane ..
+    float heldWeight[HOLD ? K::PLANES : 1][HOLD ? K::ROWS_PER_LANE : 1][HOLD ? GQ : 1];
+    float heldQ[HOLD ? GQ : 1][HOLD ? MIN_CHANNELS : 1];
+    if constexpr (HOLD) {
 #pragma unroll
-    for (int i = 0; i < STAGES - 1; i++) issue(warp + i * WARPS, i);
-    for (int u = warp, stage = 0; u < v.unitCount; u += WARPS, stage = stage == STAGES - 1 ? 0 : stage + 1) {
-        if (u + WARPS < v.unitCount) prefetchRows(u + WARPS);
-        issue(u + (STAGES - 1) * WARPS, stage == 0 ? STAGES - 1 : stage - 1);  // the stage of the unit before u
-        wait_async<STAGES - 1>();  // this lane's copies of unit u have landed
-        __syncwarp();              // and every lane's
+        for (int pl = 0; pl < K::PLANES; pl++)
+#pragma unroll
+            for (int i = 0; i < K::ROWS_PER_LANE; i++)
+#pragma unroll
+                for (int g = 0; g < GQ; g++) heldWeight[pl][i][g] = sh.keyWeights[pl * D + lane + 32 * i][g];
+#pragma unroll
+        for (int g = 0; g < GQ; g++)
+#pragma unroll
+            for (int c = 0; c < MIN_CHANNELS; c++) heldQ[g][c] = sh.q[g][MIN_CHANNELS * lane + c];
+    }
+    auto weight = [&](int pl, int i, int g) {
+        if constexpr (HOLD) return heldWeight[pl][i][g];
+        else return sh.keyWeights[pl * D + lane + 32 * i][g];
+    };
+    auto minQuery = [&](int g, int c) {
+        if constexpr (HOLD) return heldQ[g][c];
+        else return sh.q[g][MIN_CHANNELS * lane + c];
+    };
+    for (int u = warp, stage = 0; u < v.unitCount; u += WARPS, stage ^= 1) {
+        ahead(u + WARPS, stage ^ 1);
+        wait_async<1>();  // this lane's copies of unit u have landed
+        __syncwarp();     // and every lane's
         const UnitSources src = sources[u];
-        K current;
-        if (src.keyMatrix != 0) current.fetch(stages + stage * STAGE, offsets);
         const int start = v.unitStart(u, cache.sinks);
-        const bool isSink = u < v.sinkUnits;
         float* unitScores = scores + u * RUN;  // [g * scoreStride + token]
-        if (src.keyMatrix != 0) {
-            // right-hand sides: q * 2^-(E + exponent) * scale of each k-row's channel
+        if ((src.flags & KEYS_PACKED) != 0) {
+            K current;
+            current.fetch(stages + stage * STAGE, offsets);
+            // right-hand sides: q * 2^-(E + exponent) * scale of each k-row's channel; a batch of rows' weights
+            // is read before their stores (which the compiler does not move reads past)
+            constexpr int ROW_BATCH = GQ <= 4 ? K::ROWS_PER_LANE : 1;
 #pragma unroll
             for (int pl = 0; pl < K::PLANES; pl++)
 #pragma unroll
-                for (int i = 0; i < K::ROWS_PER_LANE; i++) {
-                    const int r = pl * D + lane + 32 * i;
-                    const float scale = __half2float(current.scale[pl][i]);
-                    float x[GQ];
+                for (int i0 = 0; i0 < K::ROWS_PER_LANE; i0 += ROW_BATCH) {
+                    float x[ROW_BATCH][GQ];
 #pragma unroll
-                    for (int g = 0; g < GQ; g++) x[g] = sh.keyWeights[r][g] * scale;
-                    Rhs::store(rows, L::ROWS, r, x);
+                    for (int i = 0; i < ROW_BATCH; i++) {
+                        const float scale = __half2float(current.scale[pl][i0 + i]);
+#pragma unroll
+                        for (int g = 0; g < GQ; g++) x[i][g] = weight(pl, i0 + i, g) * scale;
+                    }
+#pragma unroll
+                    for (int i = 0; i < ROW_BATCH; i++) Rhs::store(rows, L::ROWS, pl * D + lane + 32 * (i0 + i), x[i]);
                 }
-            // sum_c q_c * min_c over the lane's channels (D / 32) * lane .., then per head (lane l: head l / (32 / GQ))
+            // sum_c q_c * min_c over the lane's channels, then per head (lane l: head l / (32 / GQ))
             float partial[GQ];
 #pragma unroll
             for (int g = 0; g < GQ; g++) {
-                float s = 0.0f;
+                float sum = 0.0f;
 #pragma unroll
                 for (int i = 0; i < D / 64; i++) {
                     const float2 m = __half22float2(*reinterpret_cast<const __half2*>(&current.mins[i]));
-                    const int c0 = (D / 32) * lane + 2 * i;
-                    s = fmaf(sh.q[g][c0], m.x, fmaf(sh.q[g][c0 + 1], m.y, s));
+                    sum = fmaf(minQuery(g, 2 * i), m.x, fmaf(minQuery(g, 2 * i + 1), m.y, sum));
                 }
-                partial[g] = s;
+                partial[g] = sum;
             }
-            const float bias = warp_sum_scatter<GQ>(partial) * softmaxScale;
             __syncwarp();
             float c[2][2][4];
 #pragma unroll
@@ -643,33 +774,44 @@ __device__ void key_pass(const CacheParams& cache, const SplitView& v, const Uni
                     for (int e = 0; e < 4; e++) c[mt][kk][e] = 0.0f;
             packed_key_plane<typename K::Low, K::Low::WORDS, D, GQ>(current.low, rows, c);
             if constexpr (K::PLANES == 2) packed_key_plane<typename K::High, K::High::WORDS, D, GQ>(current.high, rows + D, c);
-            const bool allVisible = start >= v.first && start + RUN - 1 <= v.last;  // the usual case
+            // reduced after the products are issued, so that its shuffles overlap them
+            const float bias = warp_sum_scatter<GQ>(partial) * softmaxScale;
+            // The lane's 4 tokens 4 rho .. 4 rho + 3 (m-tile mt, row half h: token 4 rho + 2 mt + h) of the heads of
+            // its accumulator columns, as one 16-byte store per head.
 #pragma unroll
             for (int column = 0; column < 2; column++) {
                 const int g = min(Rhs::columnHead(j, column), GQ - 1);
                 const float headBias = __shfl_sync(0xffffffffu, bias, g * (LANES / GQ));
                 if (!Rhs::ownsHeads(j) || (GQ != 8 && column == 1)) continue;
+                float score[4];
 #pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    float sum[4];
-#pragma unroll
-                    for (int e = 0; e < 4; e++) sum[e] = c[mt][0][e] + c[mt][1][e];
+                for (int mt = 0; mt < 2; mt++)
 #pragma unroll
                     for (int h = 0; h < 2; h++) {
-                        const int token = 4 * rho + 2 * mt + h;
-                        const int t = start + token;
-                        const bool visible = allVisible || (t >= v.first && t <= v.last);
+                        float sum[4];
+#pragma unroll
+                        for (int e = 0; e < 4; e++) sum[e] = c[mt][0][e] + c[mt][1][e];
                         // (sum * qFactor + bias) * softmaxScale, bias already scaled
-                        const float score = fmaf(Rhs::value(sum, h, column), sh.scoreFactor[g], headBias);
-                        unitScores[g * scoreStride + token] = visible ? score : NEG_INF;
+                        score[2 * mt + h] = fmaf(Rhs::value(sum, h, column), sh.scoreFactor[g], headBias);
+                    }
+                if ((src.flags & ALL_VISIBLE) == 0) {
+#pragma unroll
+                    for (int k = 0; k < 4; k++) {
+                        const int t = start + 4 * rho + k;
+                        if (t < v.first || t > v.last) score[k] = NEG_INF;
                     }
                 }
+                *reinterpret_cast<float4*>(unitScores + g * scoreStride + 4 * rho) = make_float4(score[0], score[1], score[2], score[3]);
             }
             __syncwarp();  // the rows are rewritten for the next unit; fp16-row tokens are written over below
         }
-        // fp16 rows (sinks, the FP window) and units with no packed keys: one token per lane (a warp-uniform
-        // test first: most units are packed only)
-        if (src.keyRows != 0 || src.keyMatrix == 0) {
+        if ((src.flags & KEYS_ROWS) != 0) {
+            fp_key_unit<D, GQ>(reinterpret_cast<const __half*>(src.keyRows), fpKeyRows, v, start,
+                               (src.flags & KEYS_PACKED) != 0, sh.scoreFactor, unitScores, scoreStride);
+        }
+        // sinks and units with no keys to read: one token per lane
+        if ((src.flags & KEYS_PER_TOKEN) != 0) {
+            const bool isSink = u < v.sinkUnits;
             const int t = start + lane;
             const bool visible = t >= v.first && t <= v.last && (!isSink || t < cache.sinks);
             const bool fromRows = src.keyRows != 0 && visible && (isSink || t >= v.keyPackedEnd);
@@ -730,23 +872,31 @@ struct ValueUnit {
     static constexpr int STAGE_META_CHUNK = BITS * D / 4;  // uint4 index of the metadata
     static_assert(16 * STAGE_META_CHUNK + 4 * RUN * MAX_GROUPS <= stage_bytes(D), "value slice fits a stage");
 
-    // Starts copying a unit's slice into a stage (the caller commits): the run's words (contiguous), then the
-    // 64 bytes of scales and of mins of each group for the unit's tokens.
-    __device__ __forceinline__ static void issue(uint4* stage, unsigned long long matrix, int G, int groups, int inBlock) {
-        if (matrix == 0) return;
-        constexpr int WORD_CHUNKS = BITS * D / 4;
+    // Lane l copies the run's word chunks l, l + 32, .. (the words are contiguous: at matrix + 4 (inBlock / 32)
+    // BITS D) and, for l < 8 groups, chunk l % 4 of the 64 bytes of scales (q = l / 4 < groups) or mins
+    // (q - groups) of group q % groups for the unit's tokens: stage chunk STAGE_META_CHUNK + l, at
+    // meta + 2 (q G + inBlock) + 16 (l % 4). Its offset from the block's matrix is fixed for a CTA.
+    static constexpr int WORD_CHUNKS = BITS * D / 4;
+    static constexpr int WORD_COPIES = (WORD_CHUNKS + LANES - 1) / LANES;
+    struct CopyPlan {
+        int meta;       // from matrix + 2 inBlock
+        bool copiesMeta;
+    };
+    __device__ __forceinline__ static CopyPlan copy_plan(int G, int groups) {
         const int lane = threadIdx.x % LANES;
-        const unsigned long long words = matrix + 4ull * (inBlock / RUN) * BITS * D;
+        return {4 * (G / RUN) * BITS * D + 2 * (lane / 4) * G + 16 * (lane % 4), lane < 8 * groups};
+    }
+
+    // Starts copying a unit's slice into a stage (the caller commits).
+    __device__ __forceinline__ static void issue(uint4* stage, unsigned long long matrix, int inBlock, const CopyPlan& plan) {
+        const int lane = threadIdx.x % LANES;
+        const unsigned long long words = matrix + (unsigned) inBlock * (BITS * D / 8);  // inBlock is a multiple of 32
 #pragma unroll
-        for (int c = lane; c < WORD_CHUNKS; c += LANES) copy_async(stage + c, words + 16 * c);
-        if (lane < 8 * groups) {  // chunk lane % 4 of the scales (kinds 0) or mins (1) of group grp
-            const int q = lane / 4;
-            const int kind = q >= groups ? 1 : 0;
-            const int grp = q - kind * groups;
-            const unsigned long long meta = matrix + 4ull * (G / RUN) * BITS * D;
-            copy_async(stage + STAGE_META_CHUNK + (kind * groups + grp) * 4 + lane % 4,
-                       meta + 2ull * ((kind * groups + grp) * G + inBlock) + 16 * (lane % 4));
+        for (int i = 0; i < WORD_COPIES; i++) {
+            const int c = lane + LANES * i;
+            if (WORD_CHUNKS % LANES == 0 || c < WORD_CHUNKS) copy_async(stage + c, words + 16 * c);
         }
+        if (plan.copiesMeta) copy_async(stage + STAGE_META_CHUNK + lane, matrix + 2u * inBlock + plan.meta);
     }
 
     __device__ __forceinline__ void fetch(const uint4* stage, int groups, const Lane& l) {
@@ -758,14 +908,16 @@ struct ValueUnit {
 #pragma unroll
             for (int a = 0; a < D / 32; a++) words[pl][a] = at[8 * a];
         }
+        // Slots grp >= groups (no such group) get the last group's scale and a zero min, so that every slot can
+        // be used without a branch: their right-hand-side rows are never read and their min terms add 0.
         const __half* meta = reinterpret_cast<const __half*>(stage + STAGE_META_CHUNK);
 #pragma unroll
         for (int grp = 0; grp < MAX_GROUPS; grp++) {
-            if (grp < groups) {
+            const int at = min(grp, groups - 1);
 #pragma unroll
-                for (int pl = 0; pl < PLANES; pl++) scale[pl][grp] = meta[grp * RUN + l.token[pl]];
-                mins[grp] = meta[(groups + grp) * RUN + l.token[0]];
-            }
+            for (int pl = 0; pl < PLANES; pl++) scale[pl][grp] = meta[at * RUN + l.token[pl]];
+            const __half mn = meta[(groups + at) * RUN + l.token[0]];
+            mins[grp] = grp < groups ? mn : __ushort_as_half(0);
         }
     }
 };
@@ -833,38 +985,36 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
 #pragma unroll
         for (int grp = 0; grp < MAX_GROUPS; grp++) minSum[g][grp] = 0.0f;
     }
-    auto prefetchRows = [&](int u) {  // as in key_pass
-        if (u >= v.sinkUnits && sources[u].valueRows != 0) prefetch_unit_rows<D>(sources[u].valueRows);
-    };
-    // packed slices are copied into the warp's stages a unit ahead, as in key_pass
+    // packed slices are copied into the warp's stages and FP rows asked into L2 a unit ahead, as in key_pass
+    const typename V::CopyPlan copyPlan = V::copy_plan(G, groups);
     constexpr int STAGE = stage_bytes(D) / 16;
-    auto issue = [&](int u, int stage) {
-        if (u < v.unitCount) V::issue(stages + stage * STAGE, sources[u].valueMatrix, G, groups, sources[u].inBlock);
+    auto ahead = [&](int u, int stage) {
+        if (u < v.unitCount) {
+            const UnitSources next = sources[u];
+            if ((next.flags & VALUES_PACKED) != 0) V::issue(stages + stage * STAGE, next.valueMatrix, next.inBlock, copyPlan);
+            if (u >= v.sinkUnits && next.valueRows != 0) prefetch_unit_rows<D>(next.valueRows);
+        }
         commit_async();
     };
-    if (warp < v.unitCount) prefetchRows(warp);
-#pragma unroll
-    for (int i = 0; i < STAGES - 1; i++) issue(warp + i * WARPS, i);
+    ahead(warp, 0);
     local_softmax<GQ>(scores, scoreStride, &sh.reduction[0][0], sh.rowMax, sh.rowSum);
-    for (int u = warp, stage = 0; u < v.unitCount; u += WARPS, stage = stage == STAGES - 1 ? 0 : stage + 1) {
-        if (u + WARPS < v.unitCount) prefetchRows(u + WARPS);
-        issue(u + (STAGES - 1) * WARPS, stage == 0 ? STAGES - 1 : stage - 1);
-        wait_async<STAGES - 1>();
+    for (int u = warp, stage = 0; u < v.unitCount; u += WARPS, stage ^= 1) {
+        ahead(u + WARPS, stage ^ 1);
+        wait_async<1>();
         __syncwarp();
         const UnitSources src = sources[u];
-        V current;
-        if (src.valueMatrix != 0) current.fetch(stages + stage * STAGE, groups, info);
         const int start = v.unitStart(u, cache.sinks);
         const float* p = scores + u * RUN;  // p[g * scoreStride + token]
-        if (src.valueMatrix != 0) {
+        if ((src.flags & VALUES_PACKED) != 0) {
+            V current;
+            current.fetch(stages + stage * STAGE, groups, info);
             // Z: the unit's largest scale * 2^Z within [2^4, 2^13) (headroom for the weight 4 of a 3-bit high
             // plane; p <= 1), so right-hand sides stay below 2^15; changed only when it leaves that range
             float largest = 0.0f;
 #pragma unroll
             for (int pl = 0; pl < V::PLANES; pl++)
 #pragma unroll
-                for (int grp = 0; grp < MAX_GROUPS; grp++)
-                    if (grp < groups) largest = fmaxf(largest, __half2float(current.scale[pl][grp]));
+                for (int grp = 0; grp < MAX_GROUPS; grp++) largest = fmaxf(largest, __half2float(current.scale[pl][grp]));
             const float scaled = largest * kvmix::pow2(Z);
             const bool inRange = haveZ && !__any_sync(0xffffffffu, scaled >= 8192.0f) && __any_sync(0xffffffffu, scaled >= 16.0f);
             if (!inRange) {
@@ -889,13 +1039,14 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
             // min terms: every token once, the token of the lane's plane-0 k-row
             {
                 const bool live = start + info.token[0] < v.valuePackedEnd;
+                float pm[GQ];
+#pragma unroll
+                for (int g = 0; g < GQ; g++) pm[g] = live ? p[g * scoreStride + info.token[0]] : 0.0f;
 #pragma unroll
                 for (int grp = 0; grp < MAX_GROUPS; grp++) {
-                    if (grp < groups) {
-                        const float mn = live ? __half2float(current.mins[grp]) : 0.0f;
+                    const float mn = __half2float(current.mins[grp]);
 #pragma unroll
-                        for (int g = 0; g < GQ; g++) minSum[g][grp] = fmaf(p[g * scoreStride + info.token[0]], mn, minSum[g][grp]);
-                    }
+                    for (int g = 0; g < GQ; g++) minSum[g][grp] = fmaf(pm[g], mn, minSum[g][grp]);
                 }
             }
             // right-hand sides: p * scale * 2^(Z - exponent) of the token of each k-row, per plane and group
@@ -909,13 +1060,11 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
                 for (int g = 0; g < GQ; g++) pt[g] = live ? p[g * scoreStride + token] * weight : 0.0f;
 #pragma unroll
                 for (int grp = 0; grp < MAX_GROUPS; grp++) {
-                    if (grp < groups) {
-                        const float scale = __half2float(current.scale[pl][grp]);
-                        float x[GQ];
+                    const float scale = __half2float(current.scale[pl][grp]);
+                    float x[GQ];
 #pragma unroll
-                        for (int g = 0; g < GQ; g++) x[g] = pt[g] * scale;
-                        Rhs::store(rows, L::ROWS, (pl * MAX_GROUPS + grp) * RUN + lane, x);
-                    }
+                    for (int g = 0; g < GQ; g++) x[g] = pt[g] * scale;
+                    Rhs::store(rows, L::ROWS, (pl * MAX_GROUPS + grp) * RUN + lane, x);
                 }
             }
             __syncwarp();
@@ -925,7 +1074,7 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
             }
             __syncwarp();  // the rows are rewritten for the next unit
         }
-        if (src.valueRows != 0) {
+        if ((src.flags & VALUES_ROWS) != 0) {
             const bool isSink = u < v.sinkUnits;
             const int fpFrom = max(isSink ? start : max(start, v.valuePackedEnd), v.first);
             const int fpTo = min(min(start + RUN, v.last + 1), isSink ? cache.sinks : start + RUN);
@@ -996,7 +1145,8 @@ __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const 
     v.split = split;
     v.splits = splits;
     const int scoreStride = v.unitCount * RUN;
-    UnitSources* sources = reinterpret_cast<UnitSources*>(dynamicShared);           // [unitCount]
+    uint4* fpKeyRows = reinterpret_cast<uint4*>(dynamicShared);                      // [SETS][D], first: a fixed address
+    UnitSources* sources = reinterpret_cast<UnitSources*>(dynamicShared + FP_KEY_ROW_BYTES * D);  // [unitCount]
     float* scores = reinterpret_cast<float*>(sources + v.unitCount);                // [GQ][unitCount * 32]
     uint4* stages = reinterpret_cast<uint4*>(scores + GQ * scoreStride) + (threadIdx.x / LANES) * STAGES * (stage_bytes(D) / 16);
 
@@ -1008,7 +1158,7 @@ __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const 
     // Where each unit's tokens live: one table lookup per unit, done once for the CTA.
     for (int u = threadIdx.x; u < v.unitCount; u += THREADS) {
         const int start = v.unitStart(u, cache.sinks);
-        UnitSources src = {0, 0, 0, 0, 0, {0, 0, 0}};
+        UnitSources src = {0, 0, 0, 0, 0, 0, {0, 0}};
         if (start <= v.last && start + RUN > v.first) {
             if (u < v.sinkUnits) {
                 const size_t row = (((size_t) seq * cache.kvHeads + head) * cache.sinks + start) * D;
@@ -1024,17 +1174,22 @@ __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const 
                 if (start + RUN > v.keyPackedEnd) src.keyRows = cache.keys.chunks[slot] + row;
                 if (start < v.valuePackedEnd) src.valueMatrix = cache.values.blocks[slot] + head * cache.values.headStride;
                 if (start + RUN > v.valuePackedEnd) src.valueRows = cache.values.chunks[slot] + row;
+                if (start >= v.first && start + RUN - 1 <= v.last) src.flags |= ALL_VISIBLE;
             }
         }
+        const bool isSink = u < v.sinkUnits;
+        src.flags |= (src.keyMatrix != 0 ? KEYS_PACKED : 0) | (src.keyRows != 0 && !isSink ? KEYS_ROWS : 0)
+                   | ((src.keyRows != 0 && isSink) || (src.keyRows == 0 && src.keyMatrix == 0) ? KEYS_PER_TOKEN : 0)
+                   | (src.valueMatrix != 0 ? VALUES_PACKED : 0) | (src.valueRows != 0 ? VALUES_ROWS : 0);
         sources[u] = src;
     }
     __syncthreads();
 
     switch (cache.keys.bits) {
-        case 1: key_pass<1, D, GQ>(cache, v, sources, sh, softmaxScale, scores, scoreStride, stages); break;
-        case 2: key_pass<2, D, GQ>(cache, v, sources, sh, softmaxScale, scores, scoreStride, stages); break;
-        case 3: key_pass<3, D, GQ>(cache, v, sources, sh, softmaxScale, scores, scoreStride, stages); break;
-        default: key_pass<4, D, GQ>(cache, v, sources, sh, softmaxScale, scores, scoreStride, stages); break;
+        case 1: key_pass<1, D, GQ>(cache, v, sources, sh, softmaxScale, scores, scoreStride, stages, fpKeyRows); break;
+        case 2: key_pass<2, D, GQ>(cache, v, sources, sh, softmaxScale, scores, scoreStride, stages, fpKeyRows); break;
+        case 3: key_pass<3, D, GQ>(cache, v, sources, sh, softmaxScale, scores, scoreStride, stages, fpKeyRows); break;
+        default: key_pass<4, D, GQ>(cache, v, sources, sh, softmaxScale, scores, scoreStride, stages, fpKeyRows); break;
     }
     __syncthreads();
 
@@ -1068,15 +1223,22 @@ __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const 
 // Sizes of the dynamic shared memory layout below, read by the host (DeviceBatchKvCache.attentionSharedBytes).
 extern "C" __device__ int kvmix_attend_unit_source_bytes = sizeof(UnitSources);
 extern "C" __device__ int kvmix_attend_stage_bytes_per_channel = STAGES * STAGE_BYTES_PER_CHANNEL;  // per warp
+extern "C" __device__ int kvmix_attend_fp_key_rows_bytes_per_channel = FP_KEY_ROW_BYTES;  // per CTA
 
 // cache:          CacheParams (written once per cache)
 // sequenceState:  [batch][3] = length, keys' packedEnd, values' packedEnd
 // query:          [batch][kvHeads * GQ][D], fp16 if queryHalf else fp32
 // partialAcc:     [batch][queryHeads][splits][D] fp32;  partialStats: [batch][queryHeads][splits][2] (max, sum)
-// dynamic shared: unitCount * (sizeof(UnitSources) + GQ * 32 * 4) + WARPS * STAGES * stage_bytes(D) bytes,
-//                 unitCount = splitUnits + sink units
+// dynamic shared: FP_KEY_ROW_BYTES * D + unitCount * (sizeof(UnitSources) + GQ * 32 * 4)
+//                 + WARPS * STAGES * stage_bytes(D) bytes, unitCount = splitUnits + sink units
+// CTAs per multiprocessor each kernel is built for (register budget 65536 / (THREADS * CTAs)): what ptxas
+// reaches unbounded for these kernels, held so that a code change cannot silently cost a CTA.
+__host__ __device__ constexpr int attend_min_ctas(int d, int gq) {
+    return d == 64 ? 4 : gq == 1 ? 4 : gq == 8 ? 2 : 3;
+}
+
 #define KVMIX_ATTEND(D, GQ)                                                                                  \
-    extern "C" __global__ void __launch_bounds__(THREADS) kvmix_attend_d##D##_g##GQ(                         \
+    extern "C" __global__ void __launch_bounds__(THREADS, attend_min_ctas(D, GQ)) kvmix_attend_d##D##_g##GQ( \
             const CacheParams* cache, const int* sequenceState, const void* query, int queryHalf,           \
             float softmaxScale, int splitUnits, float* partialAcc, float* partialStats) {                   \
         attend_split<D, GQ>(cache, sequenceState, query, queryHalf, softmaxScale, splitUnits, partialAcc,   \

@@ -73,6 +73,7 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     /** Sizes of the attention's shared-memory layout, exported by fused_attention.cu (0 until first read). */
     private int unitSourceBytes;
     private int stageBytesPerChannel;
+    private int fpKeyRowBytesPerChannel;
     private boolean open = true;
 
     /** True when the kernels are built for this geometry (head dim 64 or 128, G a multiple of 32). */
@@ -460,17 +461,19 @@ public final class DeviceBatchKvCache implements BatchKvCache {
 
     /**
      * Dynamic shared memory of one attention CTA, as fused_attention.cu lays it out and exports the sizes: per unit
-     * its sources (four addresses and the unit's offset in its block) and fp32 scores per query head, then per warp
-     * the stages that the packed slices of its units are copied into.
+     * its sources (four addresses, the unit's offset in its block and what to do with it) and fp32 scores per query
+     * head, then per warp the stages that the packed slices of its units are copied into, then the right-hand sides
+     * of the fp16 key rows (the queries, once per CTA).
      */
     private int attentionSharedBytes(int group, int splitUnits) {
         if (unitSourceBytes == 0) {  // read from the module once
             unitSourceBytes = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_unit_source_bytes");
             stageBytesPerChannel = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_stage_bytes_per_channel");
+            fpKeyRowBytesPerChannel = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_fp_key_rows_bytes_per_channel");
         }
         int sourceBytes = unitSourceBytes;
         return (ceilDiv(quant.sinks(), UNIT) + splitUnits) * (sourceBytes + 4 * group * UNIT)
-                + ATTENTION_WARPS * stageBytesPerChannel * geometry.headDim();
+                + (ATTENTION_WARPS * stageBytesPerChannel + fpKeyRowBytesPerChannel) * geometry.headDim();
     }
 
     private String attentionKernel(int group) {
