@@ -120,6 +120,13 @@ __device__ __forceinline__ float warp_sum_scatter(float (&v)[GQ]) {
     return total;
 }
 
+// The lane index, read from the hardware each time (volatile: not kept in a register across code between reads).
+__device__ __forceinline__ int lane_id() {
+    int lane;
+    asm volatile("mov.u32 %0, %%laneid;" : "=r"(lane));
+    return lane;
+}
+
 __device__ __forceinline__ uint32_t component(const uint4& v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
@@ -958,7 +965,7 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
     constexpr int CPL = L::CPL;
     constexpr int MAX_GROUPS = V::MAX_GROUPS;
     const int warp = threadIdx.x / LANES;
-    const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
+    const int lane = threadIdx.x % LANES;
     const int G = cache.groupSize;
     const int groupLength = min(G, D);
     const int groups = D / groupLength;
@@ -1087,7 +1094,9 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
     }
     wait_async<0>();
     // The min terms were summed per token (lane); every channel of a group gets its group's total.
-    const int myGroup = lane * CPL / groupLength;
+    // The lane's place is read again here: kept in registers across the loop, ptxas spilled it.
+    const int laneAt = lane_id(), jAt = laneAt % 4, rhoAt = laneAt / 4;
+    const int myGroup = laneAt * CPL / groupLength;
 #pragma unroll
     for (int g = 0; g < GQ; g++) {
 #pragma unroll
@@ -1104,18 +1113,18 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
 #pragma unroll
     for (int g = 0; g < GQ; g++)
 #pragma unroll
-        for (int cc = 0; cc < CPL; cc++) out[g * D + lane * CPL + cc] = plain[g][cc];
+        for (int cc = 0; cc < CPL; cc++) out[g * D + laneAt * CPL + cc] = plain[g][cc];
     __syncwarp();
     const float fromAcc = kvmix::pow2(24 - Z);
 #pragma unroll
     for (int column = 0; column < 2; column++) {
-        if (!Rhs::ownsHeads(j) || (GQ != 8 && column == 1)) continue;
-        const int g = Rhs::columnHead(j, column);
+        if (!Rhs::ownsHeads(jAt) || (GQ != 8 && column == 1)) continue;
+        const int g = Rhs::columnHead(jAt, column);
 #pragma unroll
         for (int mt = 0; mt < D / 16; mt++)
 #pragma unroll
             for (int h = 0; h < 2; h++) {
-                const int channel = 32 * (mt / 2) + 4 * rho + 2 * (mt % 2) + h;
+                const int channel = 32 * (mt / 2) + 4 * rhoAt + 2 * (mt % 2) + h;
                 out[g * D + channel] += Rhs::value(acc[mt], h, column) * fromAcc;
             }
     }
