@@ -1234,18 +1234,18 @@ extern "C" __device__ int kvmix_attend_unit_source_bytes = sizeof(UnitSources);
 extern "C" __device__ int kvmix_attend_stage_bytes_per_channel = STAGES * STAGE_BYTES_PER_CHANNEL;  // per warp
 extern "C" __device__ int kvmix_attend_fp_key_rows_bytes_per_channel = FP_KEY_ROW_BYTES;  // per CTA
 
-// cache:          CacheParams (written once per cache)
-// sequenceState:  [batch][3] = length, keys' packedEnd, values' packedEnd
-// query:          [batch][kvHeads * GQ][D], fp16 if queryHalf else fp32
-// partialAcc:     [batch][queryHeads][splits][D] fp32;  partialStats: [batch][queryHeads][splits][2] (max, sum)
-// dynamic shared: FP_KEY_ROW_BYTES * D + unitCount * (sizeof(UnitSources) + GQ * 32 * 4)
-//                 + WARPS * STAGES * stage_bytes(D) bytes, unitCount = splitUnits + sink units
 // CTAs per multiprocessor each kernel is built for (register budget 65536 / (THREADS * CTAs)): what ptxas
 // reaches unbounded for these kernels, held so that a code change cannot silently cost a CTA.
 __host__ __device__ constexpr int attend_min_ctas(int d, int gq) {
     return d == 64 ? 4 : gq == 1 ? 4 : gq == 8 ? 2 : 3;
 }
 
+// cache:          CacheParams (written once per cache)
+// sequenceState:  [batch][3] = length, keys' packedEnd, values' packedEnd
+// query:          [batch][kvHeads * GQ][D], fp16 if queryHalf else fp32
+// partialAcc:     [batch][queryHeads][splits][D] fp32;  partialStats: [batch][queryHeads][splits][2] (max, sum)
+// dynamic shared: FP_KEY_ROW_BYTES * D + unitCount * (sizeof(UnitSources) + GQ * 32 * 4)
+//                 + WARPS * STAGES * stage_bytes(D) bytes, unitCount = splitUnits + sink units
 #define KVMIX_ATTEND(D, GQ)                                                                                  \
     extern "C" __global__ void __launch_bounds__(THREADS, attend_min_ctas(D, GQ)) kvmix_attend_d##D##_g##GQ( \
             const CacheParams* cache, const int* sequenceState, const void* query, int queryHalf,           \
