@@ -9,6 +9,7 @@
 // Built with -fmad=false, and every step of the quantizer spelled with an _rn intrinsic, so the codes
 // and metadata are bit-identical to io.kvmix.core.quant.ScalarGroupQuantizer.
 #include <cuda_fp16.h>
+#include <type_traits>
 #include "kvmix_format.cuh"
 
 namespace {
@@ -54,13 +55,17 @@ __device__ __forceinline__ float java_max(float a, float x) {
     return (x > a || (x == a && !signbit(x))) ? x : a;
 }
 
-// Geometry of one packed matrix (io.kvmix.core.quant.PackedLayout) over a shared fp16 tile [G][D + 2]
+// Halves between the token rows of the shared fp16 tile [G][D + 2] a spilled chunk is gathered into: +2 so
+// that column walks hit distinct banks.
+__host__ __device__ constexpr int tile_stride(int d) { return d + 2; }
+
+// Geometry of one packed matrix (io.kvmix.core.quant.PackedLayout) over the tile
 // holding the chunk (token rows): element (lane, pack) is tile[lane * laneStride + pack * packStride].
 // Keys: lane = token (G), pack = channel (D), one group of G tokens per channel.
 // Values: lane = channel (D), pack = token (G), groups of min(G, D) channels per token.
 template <bool KEYS, int D>
 struct MatrixShape {
-    static constexpr int TILE_STRIDE = D + 2;  // +2 halves: column walks hit distinct banks
+    static constexpr int TILE_STRIDE = tile_stride(D);
     int G;
     __device__ int laneLength() const { return KEYS ? G : D; }
     __device__ int packLength() const { return KEYS ? D : G; }
@@ -91,6 +96,7 @@ template <int BITS, bool KEYS, int D>
 __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m, unsigned char* out, float* meta,
                                 int* errors, const AppendJob& job, int head) {
     constexpr uint32_t maxCode = (1u << BITS) - 1u;
+    constexpr float TWO_POW_23_LESS_HALF = kvmix::TWO_POW_23 - 0.5f;  // exact: 24 significant bits
     constexpr int TILE_STRIDE = MatrixShape<KEYS, D>::TILE_STRIDE;
     const int laneLength = m.laneLength();
     const int packLength = m.packLength();
@@ -165,12 +171,13 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m
 
     // Section 3: each thread packs one run of 32 codes of one lane into BITS words. The pack length (D or G)
     // is a multiple of 32 for the GPU cache's shapes, so every run is full; metadata comes 4 entries at a time.
-    // code = floor(y), y = fl(fl(d / scale) + 0.5), d = x - min, as FORMAT.md says. A multiply by 1/scale is
-    // within a few ulps (< 1e-5 for y < 17) of the quotient, so it gives the same floor unless y lands within
-    // 1e-4 of an integer: those codes are marked and redone with the IEEE division after the run (rare).
-    // floor(y) without conversion instructions: y >= 0 (d >= 0), and for y < 2^23 the sum y + 2^23 rounded
-    // toward zero is 2^23 + floor(y) exactly, floor(y) in its low mantissa bits; a larger y gives more than
-    // maxCode either way. A zero scale has 1/scale stored as 0: y = 0.5, code 0.
+    // code = floor(y), y = fl(fl(d / scale) + 0.5), d = x - min, as FORMAT.md says. d * (1/scale) + 0.5 with
+    // one rounding (an fma) is within a few ulps (< 1e-5 for y < 17) of y, so it gives the same floor unless y
+    // lands within 1e-4 of an integer: those codes are marked and redone with the IEEE division after the run
+    // (rare). floor(y) without conversion instructions: y >= 0.5 (d >= 0), and for y < 2^23 the sum y + 2^23
+    // rounded toward zero is 2^23 + floor(y) exactly, floor(y) in its low mantissa bits; a larger y gives more
+    // than maxCode either way. The mark: y - (floor(y) + 0.5), exact, beyond +-0.4999. A zero scale has 1/scale
+    // stored as 0: y = 0.5, code 0.
     for (int item = threadIdx.x; item < runs * laneLength; item += APPEND_THREADS) {
         const int run = item / laneLength;
         const int lane = item % laneLength;
@@ -201,10 +208,10 @@ __device__ void quantize_matrix(const __half* tile, const MatrixShape<KEYS, D> m
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const float d = __fsub_rn(x[e], mn[e]);
-                const float y = __fadd_rn(__fmul_rn(d, inverse[e]), 0.5f);
+                const float y = __fmaf_rn(d, inverse[e], 0.5f);
                 const float floorBits = __fadd_rz(y, kvmix::TWO_POW_23);
-                const float fraction = __fsub_rn(y, __fsub_rn(floorBits, kvmix::TWO_POW_23));
-                if (fraction < 1e-4f || fraction > 1.0f - 1e-4f) redo |= 1u << (i + e);
+                const float offCentre = __fsub_rn(y, __fsub_rn(floorBits, TWO_POW_23_LESS_HALF));
+                if (fabsf(offCentre) > 0.4999f) redo |= 1u << (i + e);
                 kvmix::run_put<BITS>(words, i + e, code_of(floorBits));
             }
         }
@@ -256,69 +263,81 @@ struct AppendParams {
     int keys;                        // 1: keys (per-channel groups), 0: values (per-token groups)
 };
 
-// One CTA's work: one head of one job (see kvmix_append_stream_d<D> below), head dim D.
-template <int D>
-__device__ void append_head(const AppendJob& job, int head, const void* __restrict__ input, int inputHalf,
-                            const AppendParams& p, float* shared) {
-    constexpr int TILE_STRIDE = D + 2;  // +2 halves: column walks hit distinct banks
-    __half* __restrict__ rows = reinterpret_cast<__half*>(job.rows) + (size_t) head * job.rowsPerHead * D;
-    const bool spill = job.block != 0;
-    __half* tile = reinterpret_cast<__half*>(shared);
+// Reports the first value of one input vector (8 channels of row `row`: fp16 in lo, or fp32 in lo and hi)
+// that is not a finite fp16 (the copy loop only tests the whole vector).
+template <bool INPUT_HALF>
+__device__ __forceinline__ void report_non_finite(int* errors, const AppendJob& job, int head, int row, int channel,
+                                                  uint4 lo, uint4 hi) {
+    const __half* halves = reinterpret_cast<const __half*>(&lo);
+    const float* lowFloats = reinterpret_cast<const float*>(&lo);
+    const float* highFloats = reinterpret_cast<const float*>(&hi);
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        const float x = INPUT_HALF ? __half2float(halves[e]) : e < 4 ? lowFloats[e] : highFloats[e - 4];
+        if (!fp16_finite(x)) {
+            report(errors, ERROR_NON_FINITE, job.sequence, head, job.firstToken + row, channel + e, __float_as_int(x));
+        }
+    }
+}
 
-    // New rows go to the FP chunk; a spilled chunk is also gathered whole into the tile. 8 channels
-    // (16 bytes of fp16) per vector; each thread loads VECTORS_IN_FLIGHT vectors before it stores any, so
-    // their memory latencies overlap.
+// New rows go to the FP row matrix; a spilled chunk is also gathered whole into the tile [G][D + 2].
+// 8 channels (16 bytes of fp16) per vector: a thread keeps one column of vectors (APPEND_THREADS is a
+// multiple of a row's vectors) and walks rows ROWS_PER_PASS apart, loading VECTORS_IN_FLIGHT vectors before
+// it stores any so that their memory latencies overlap; its addresses move by fixed strides.
+template <int D, bool INPUT_HALF>
+__device__ __forceinline__ void copy_rows(const AppendJob& job, int head, const void* __restrict__ input,
+                                          const AppendParams& p, __half* __restrict__ rows, __half* tile) {
+    using Input = std::conditional_t<INPUT_HALF, __half, float>;
+    constexpr int INPUT_VECTORS = INPUT_HALF ? 1 : 2;  // uint4 per 8 input channels
+    constexpr int TILE_STRIDE = tile_stride(D);
     constexpr int VECTORS_IN_FLIGHT = 4;
     constexpr int VECTORS_PER_ROW = D / 8;
-    const int firstRow = spill ? 0 : job.rowFrom;
+    static_assert(APPEND_THREADS % VECTORS_PER_ROW == 0, "a thread keeps its channels");
+    constexpr int ROWS_PER_PASS = APPEND_THREADS / VECTORS_PER_ROW;
+    const bool spill = job.block != 0;
+    const int channel = (threadIdx.x % VECTORS_PER_ROW) * 8;
     const int lastRow = spill ? job.rowsPerHead : job.rowTo;
-    const int vectorCount = (lastRow - firstRow) * VECTORS_PER_ROW;
-    for (int base = threadIdx.x; base < vectorCount; base += VECTORS_IN_FLIGHT * APPEND_THREADS) {
-        uint4 loaded[VECTORS_IN_FLIGHT][2];  // fp16 rows: [k][0]; fp32 input: channels 0-3 in [k][0], 4-7 in [k][1]
+    int row0 = (spill ? 0 : job.rowFrom) + threadIdx.x / VECTORS_PER_ROW;
+    // This thread's vectors of row row0: in the row matrix, the tile and (input row inputRow + row - rowFrom,
+    // for rowFrom <= row < rowTo) the input; each moves by a fixed step per row.
+    uint4* rowsAt = reinterpret_cast<uint4*>(rows + row0 * D + channel);
+    __half* tileAt = tile + row0 * TILE_STRIDE + channel;
+    const long long inputRowVectors = (long long) p.inputRowStride * (long long) sizeof(Input) / 16;
+    const uint4* inputAt = reinterpret_cast<const uint4*>(static_cast<const Input*>(input) + (long long) head * D + channel)
+                           + (long long) (job.inputRow - job.rowFrom + row0) * inputRowVectors;
+    const long long inputStep = ROWS_PER_PASS * inputRowVectors;
+    constexpr int ROWS_STEP = ROWS_PER_PASS * D / 8;  // uint4
+    for (; row0 < lastRow; row0 += VECTORS_IN_FLIGHT * ROWS_PER_PASS) {
+        uint4 loaded[VECTORS_IN_FLIGHT][INPUT_VECTORS];  // fp32 input: channels 0-3 in [k][0], 4-7 in [k][1]
 #pragma unroll
         for (int k = 0; k < VECTORS_IN_FLIGHT; k++) {
-            const int idx = base + k * APPEND_THREADS;
-            if (idx >= vectorCount) break;
-            const int row = firstRow + idx / VECTORS_PER_ROW;
-            const int channel = (idx % VECTORS_PER_ROW) * 8;
+            const int row = row0 + k * ROWS_PER_PASS;
+            if (row >= lastRow) break;
             if (row >= job.rowFrom && row < job.rowTo) {
-                const size_t at = (size_t) (job.inputRow + row - job.rowFrom) * p.inputRowStride + (size_t) head * D + channel;
-                if (inputHalf) {
-                    loaded[k][0] = *reinterpret_cast<const uint4*>(reinterpret_cast<const __half*>(input) + at);
-                } else {
-                    const uint4* src = reinterpret_cast<const uint4*>(reinterpret_cast<const float*>(input) + at);
-                    loaded[k][0] = src[0];
-                    loaded[k][1] = src[1];
-                }
+#pragma unroll
+                for (int v = 0; v < INPUT_VECTORS; v++) loaded[k][v] = inputAt[k * inputStep + v];
             } else {
-                loaded[k][0] = *reinterpret_cast<const uint4*>(rows + (size_t) row * D + channel);
+                loaded[k][0] = rowsAt[k * ROWS_STEP];
             }
         }
 #pragma unroll
         for (int k = 0; k < VECTORS_IN_FLIGHT; k++) {
-            const int idx = base + k * APPEND_THREADS;
-            if (idx >= vectorCount) break;
-            const int row = firstRow + idx / VECTORS_PER_ROW;
-            const int channel = (idx % VECTORS_PER_ROW) * 8;
+            const int row = row0 + k * ROWS_PER_PASS;
+            if (row >= lastRow) break;
+            const bool isNew = row >= job.rowFrom && row < job.rowTo;
             uint4 eight = loaded[k][0];
             __half2* eightPairs = reinterpret_cast<__half2*>(&eight);
-            if (row >= job.rowFrom && row < job.rowTo) {
+            if (isNew) {
                 // every new value must be a finite fp16: |x| <= 65504 (NaN compares false)
-                float x[8];
                 bool finite = true;
-                if (inputHalf) {
+                if constexpr (INPUT_HALF) {
                     const __half2 largest = __half2half2(__ushort_as_half(0x7BFF));
 #pragma unroll
                     for (int e = 0; e < 4; e++) finite &= __hble2(__habs2(eightPairs[e]), largest);
-                    if (!finite) {
-#pragma unroll
-                        for (int e = 0; e < 8; e++) x[e] = __half2float(reinterpret_cast<const __half*>(&eight)[e]);
-                    }
                 } else {
                     const float4 a = *reinterpret_cast<const float4*>(&loaded[k][0]);
-                    const float4 b = *reinterpret_cast<const float4*>(&loaded[k][1]);
-                    x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w;
-                    x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
+                    const float4 b = *reinterpret_cast<const float4*>(&loaded[k][INPUT_VECTORS - 1]);
+                    const float x[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
                         eightPairs[e] = __halves2half2(__float2half_rn(x[2 * e]), __float2half_rn(x[2 * e + 1]));
@@ -326,23 +345,32 @@ __device__ void append_head(const AppendJob& job, int head, const void* __restri
                     }
                 }
                 if (!finite) {
-#pragma unroll
-                    for (int e = 0; e < 8; e++) {
-                        if (!fp16_finite(x[e])) {
-                            report(p.errors, ERROR_NON_FINITE, job.sequence, head, job.firstToken + row, channel + e,
-                                   __float_as_int(x[e]));
-                        }
-                    }
+                    report_non_finite<INPUT_HALF>(p.errors, job, head, row, channel, loaded[k][0], loaded[k][INPUT_VECTORS - 1]);
                 }
-                *reinterpret_cast<uint4*>(rows + (size_t) row * D + channel) = eight;
+                rowsAt[k * ROWS_STEP] = eight;
             }
             if (spill) {
-                __half2* dst = reinterpret_cast<__half2*>(tile + row * TILE_STRIDE + channel);
+                __half2* dst = reinterpret_cast<__half2*>(tileAt + k * ROWS_PER_PASS * TILE_STRIDE);
 #pragma unroll
                 for (int e = 0; e < 4; e++) dst[e] = eightPairs[e];
             }
         }
+        rowsAt += VECTORS_IN_FLIGHT * ROWS_STEP;
+        tileAt += VECTORS_IN_FLIGHT * ROWS_PER_PASS * TILE_STRIDE;
+        inputAt += VECTORS_IN_FLIGHT * inputStep;
     }
+}
+
+// One CTA's work: one head of one job (see kvmix_append_stream_d<D> below), head dim D.
+template <int D>
+__device__ void append_head(const AppendJob& job, int head, const void* __restrict__ input, int inputHalf,
+                            const AppendParams& p, float* shared) {
+    constexpr int TILE_STRIDE = tile_stride(D);
+    __half* __restrict__ rows = reinterpret_cast<__half*>(job.rows) + (size_t) head * job.rowsPerHead * D;
+    const bool spill = job.block != 0;
+    __half* tile = reinterpret_cast<__half*>(shared);
+    if (inputHalf) copy_rows<D, true>(job, head, input, p, rows, tile);
+    else copy_rows<D, false>(job, head, input, p, rows, tile);
     if (head == 0 && threadIdx.x == 0 && job.slot >= 0) {
         p.fpTable[(size_t) job.sequence * p.tableStride + job.slot] = job.rows;
         if (spill) {
