@@ -47,6 +47,7 @@ class DeviceCacheTest {
         return new LayerQuant(new StreamQuant(BitWidth.of(kBits), policy), new StreamQuant(BitWidth.of(vBits), policy), sinks);
     }
 
+    /** Together the scenarios run every attention kernel: head dim 64 and 128 x 1, 2, 4 and 8 query heads per KV head. */
     static Stream<Scenario> scenarios() {
         return Stream.of(
                 new Scenario("2-bit, reference ratios, ragged", LayerQuant.reference(2, 2), 32, 4, 4, 128, 0,
@@ -64,6 +65,10 @@ class DeviceCacheTest {
                 new Scenario("4-bit keys, 1-bit values, D=64, GQA 8, G=256, 2 sinks",
                         new LayerQuant(StreamQuant.reference(4), StreamQuant.reference(1), 2), 256, 1, 8, 64, 0,
                         new int[] {600, 290}, 40),
+                new Scenario("3-bit keys, 2-bit values, window 48, 3 sinks, D=64, GQA 4, sliding window 100",
+                        new LayerQuant(new StreamQuant(BitWidth.THREE, new ResidualPolicy.Window(48)),
+                                new StreamQuant(BitWidth.TWO, new ResidualPolicy.Window(48)), 3), 32, 2, 8, 64, 100,
+                        new int[] {260, 181, 5}, 30),
                 new Scenario("2-bit keys window 16, 4-bit values ratio, long context",
                         new LayerQuant(new StreamQuant(BitWidth.TWO, new ResidualPolicy.Window(16)),
                                 StreamQuant.reference(4), 0), 32, 2, 4, 128, 0, new int[] {4096, 1000}, 20));
