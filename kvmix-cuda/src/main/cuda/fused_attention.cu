@@ -446,6 +446,22 @@ constexpr int STAGES = 2;
 constexpr int STAGE_BYTES_PER_CHANNEL = 20;
 __host__ __device__ constexpr int stage_bytes(int d) { return STAGE_BYTES_PER_CHANNEL * d; }
 
+// Starts copying the packed slice of the warp's unit u (keys or values, if it has one) into a stage, asks L2
+// for the unit's fp16 rows (regular units only: whole chunk rows; a sink unit may hold fewer than RUN rows)
+// and commits the copies as one group (an empty one past the last unit, so that the wait counts stay fixed).
+template <typename Unit, bool KEYS, int D>
+__device__ __forceinline__ void copy_unit_ahead(const SplitView& v, const UnitSources* sources, int u, uint4* stage,
+                                                const typename Unit::CopyPlan& plan) {
+    if (u < v.unitCount) {
+        const UnitSources next = sources[u];
+        const unsigned long long matrix = KEYS ? next.keyMatrix : next.valueMatrix;
+        const unsigned long long rows = KEYS ? next.keyRows : next.valueRows;
+        if ((next.flags & (KEYS ? KEYS_PACKED : VALUES_PACKED)) != 0) Unit::issue(stage, matrix, next.inBlock, plan);
+        if (u >= v.sinkUnits && rows != 0) prefetch_unit_rows<D>(rows);
+    }
+    commit_async();
+}
+
 // ---- keys -----------------------------------------------------------------------------------------------
 
 // The lane's part of one unit's packed keys: lane axis = G tokens, pack axis = D channels, one (scale, min)
@@ -692,19 +708,11 @@ __device__ void key_pass(const CacheParams& cache, const SplitView& v, const Uni
     const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
     uint4* rows = sh.rows[warp];
     const typename K::CopyPlan copyPlan = K::copy_plan(cache.groupSize);
-    // The packed slice of a warp's next unit is copied into its other stage while it computes the current one;
-    // FP rows of regular units (whole chunk rows; a sink unit may hold fewer than RUN rows) go to L2 a unit ahead.
-    // The first unit's copies are asked for before the queries are prepared, so that their latency hides there.
+    // The packed slice of a warp's next unit is copied into its other stage while it computes the current one
+    // (copy_unit_ahead). The first unit's copies are asked for before the queries are prepared, so that their
+    // latency hides there.
     constexpr int STAGE = stage_bytes(D) / 16;  // uint4 per stage
-    auto ahead = [&](int u, int stage) {
-        if (u < v.unitCount) {
-            const UnitSources next = sources[u];
-            if ((next.flags & KEYS_PACKED) != 0) K::issue(stages + stage * STAGE, next.keyMatrix, next.inBlock, copyPlan);
-            if (u >= v.sinkUnits && next.keyRows != 0) prefetch_unit_rows<D>(next.keyRows);
-        }
-        commit_async();
-    };
-    ahead(warp, 0);
+    copy_unit_ahead<K, true, D>(v, sources, warp, stages, copyPlan);
     prepare_keys<BITS, D, GQ>(sh, softmaxScale, fpKeyRows);
     const typename K::Offsets offsets = K::offsets();
     // With few heads the lane's right-hand-side weights and the queries of its min channels stay in registers.
@@ -733,7 +741,7 @@ __device__ void key_pass(const CacheParams& cache, const SplitView& v, const Uni
         else return sh.q[g][MIN_CHANNELS * lane + c];
     };
     for (int u = warp, stage = 0; u < v.unitCount; u += WARPS, stage ^= 1) {
-        ahead(u + WARPS, stage ^ 1);
+        copy_unit_ahead<K, true, D>(v, sources, u + WARPS, stages + (stage ^ 1) * STAGE, copyPlan);
         wait_async<1>();  // this lane's copies of unit u have landed
         __syncwarp();     // and every lane's
         const UnitSources src = sources[u];
@@ -995,18 +1003,10 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
     // packed slices are copied into the warp's stages and FP rows asked into L2 a unit ahead, as in key_pass
     const typename V::CopyPlan copyPlan = V::copy_plan(G, groups);
     constexpr int STAGE = stage_bytes(D) / 16;
-    auto ahead = [&](int u, int stage) {
-        if (u < v.unitCount) {
-            const UnitSources next = sources[u];
-            if ((next.flags & VALUES_PACKED) != 0) V::issue(stages + stage * STAGE, next.valueMatrix, next.inBlock, copyPlan);
-            if (u >= v.sinkUnits && next.valueRows != 0) prefetch_unit_rows<D>(next.valueRows);
-        }
-        commit_async();
-    };
-    ahead(warp, 0);
+    copy_unit_ahead<V, false, D>(v, sources, warp, stages, copyPlan);
     local_softmax<GQ>(scores, scoreStride, &sh.reduction[0][0], sh.rowMax, sh.rowSum);
     for (int u = warp, stage = 0; u < v.unitCount; u += WARPS, stage ^= 1) {
-        ahead(u + WARPS, stage ^ 1);
+        copy_unit_ahead<V, false, D>(v, sources, u + WARPS, stages + (stage ^ 1) * STAGE, copyPlan);
         wait_async<1>();
         __syncwarp();
         const UnitSources src = sources[u];
