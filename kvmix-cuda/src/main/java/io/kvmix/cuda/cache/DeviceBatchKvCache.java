@@ -460,10 +460,10 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     }
 
     /**
-     * Dynamic shared memory of one attention CTA, as fused_attention.cu lays it out and exports the sizes: per unit
-     * its sources (four addresses, the unit's offset in its block and what to do with it) and fp32 scores per query
-     * head, then per warp the stages that the packed slices of its units are copied into, then the right-hand sides
-     * of the fp16 key rows (the queries, once per CTA).
+     * Dynamic shared memory of one attention CTA, as fused_attention.cu lays it out and exports the sizes: the
+     * right-hand sides of the fp16 key rows (the queries, once per CTA), then per unit its sources (four addresses,
+     * the unit's offset in its block and what to do with it) and fp32 scores per query head, then per warp the
+     * stages that the packed slices of its units are copied into.
      */
     private int attentionSharedBytes(int group, int splitUnits) {
         if (unitSourceBytes == 0) {  // read from the module once
