@@ -120,6 +120,14 @@ __device__ __forceinline__ float warp_sum_scatter(float (&v)[GQ]) {
     return total;
 }
 
+// Pins per-lane values (offsets fixed for a CTA) in registers for the unit loops: ptxas otherwise recomputes
+// them from the lane index in every unit to save registers, some 50 instructions per unit and pass.
+__device__ __forceinline__ void pin_one(int& value) { asm volatile("" : "+r"(value)); }
+template <typename... T>
+__device__ __forceinline__ void pin(T&... values) {
+    (pin_one(values), ...);
+}
+
 // The lane index, read from the hardware each time (volatile: not kept in a register across code between reads).
 __device__ __forceinline__ int lane_id() {
     int lane;
@@ -165,6 +173,7 @@ struct RhsLayout {
     // x - fp16(x): what the hi part leaves, stored as fp16 lo.
     __device__ __forceinline__ static float below(float x) { return x - __half2float(__float2half_rn(x)); }
 
+    // Writes row `row` whole (columns past the heads zero).
     __device__ __forceinline__ static void store(uint4* rows, int setStride, int row, const float (&v)[GQ]) {
         if constexpr (GQ == 8) {
             uint32_t hi[4], lo[4];
@@ -180,6 +189,23 @@ struct RhsLayout {
 #pragma unroll
             for (int g = 0; g < GQ; g++) w[g] = pack2(v[g], below(v[g]));
             rows[row] = make_uint4(w[0], w[1], w[2], w[3]);
+        }
+    }
+    // Writes the heads' columns of row `row` only: its other columns must be zero already (the warps' rows
+    // are cleared once per CTA, see clear_rows). One 4- or 8-byte store with 1 or 2 heads.
+    __device__ __forceinline__ static void store_heads(uint4* rows, int setStride, int row, const float (&v)[GQ]) {
+        if constexpr (GQ == 1) {
+            *reinterpret_cast<uint32_t*>(rows + row) = pack2(v[0], below(v[0]));
+        } else if constexpr (GQ == 2) {
+            *reinterpret_cast<uint2*>(rows + row) = make_uint2(pack2(v[0], below(v[0])), pack2(v[1], below(v[1])));
+        } else {
+            store(rows, setStride, row, v);
+        }
+    }
+    // Zeroes a warp's rows (the columns store_heads leaves alone); every lane of the warp calls it.
+    __device__ __forceinline__ static void clear_rows(uint4* rows, int count) {
+        if constexpr (GQ < 4) {
+            for (int i = threadIdx.x % 32; i < count; i += 32) rows[i] = make_uint4(0u, 0u, 0u, 0u);
         }
     }
 
@@ -211,12 +237,8 @@ struct RhsLayout {
 // the b-fragment layout of ldmatrix.trans and the a-fragment slots (2j, 2j + 1) and (2j + 8, 2j + 9).
 struct KRow {
     int j, P, h;
-    __device__ __forceinline__ explicit KRow(int r) {
-        const int kt = r / 16, slot = r % 16;
-        j = (slot % 8) / 2;
-        P = 2 * kt + slot / 8;
-        h = slot % 2;
-    }
+    __host__ __device__ constexpr explicit KRow(int r)
+        : j((r % 16 % 8) / 2), P(2 * (r / 16) + r % 16 / 8), h(r % 2) {}
 };
 
 // How the codes of one bit plane feed the mma. A "row" is one lane-axis element of a packed matrix (a token
@@ -235,7 +257,7 @@ struct PlanePairs {
     static constexpr int PER_SHIFT = PER_LANE < PER_VIEW ? PER_LANE : PER_VIEW;  // pairs cut from one shifted word
     static constexpr int WORDS = PER_LANE > PER_WORD ? PER_LANE / PER_WORD : 1;  // words per row and lane
 
-    __device__ __forceinline__ static int firstWord(int j) { return j * PER_LANE / PER_WORD; }
+    __host__ __device__ static constexpr int firstWord(int j) { return j * PER_LANE / PER_WORD; }
     // The lane's word (from its first) that shift-unit k reads.
     __device__ __forceinline__ static constexpr int wordSlot(int k) { return k * PER_SHIFT / PER_WORD; }
     __device__ __forceinline__ static int shift(int j, int k) {
@@ -255,12 +277,12 @@ struct PlanePairs {
         return WIDTH * (P % PER_SHIFT) - Run::planeShift(PLANE);
     }
     // Pack-axis index of the code in half h (0: low) of lane j's pair P.
-    __device__ __forceinline__ static int packIndex(int j, int P, int h) {
+    __host__ __device__ static constexpr int packIndex(int j, int P, int h) {
         const int p = j * PER_LANE + P;
         return Run::codeAt(PLANE, p / PER_WORD, 8 * ((p % PER_WORD) / PER_VIEW) + WIDTH * (p % PER_VIEW) + 16 * h);
     }
     // Index among a row's words of the lane's w-th plane word of run `run` (values: the unit's run).
-    __device__ __forceinline__ static int rowWord(int j, int w, int run) {
+    __host__ __device__ static constexpr int rowWord(int j, int w, int run) {
         constexpr int PLANE_WORDS = PLANE == 0 ? Run::LOW : 1;  // plane words per run
         return Run::rowWord(PLANE, run * PLANE_WORDS + firstWord(j) + w);
     }
@@ -484,65 +506,80 @@ struct KeyUnit {
     static constexpr int STAGE_META = 4 * BITS * D;
     static_assert(STAGE_META + 4 * D <= stage_bytes(D), "key slice fits a stage");
 
-    // Byte offsets into a stage, fixed for a CTA.
+    // Where the lane's reads lie in a stage: the lane's first word of each plane and the scale of its first
+    // right-hand-side row of each plane (byte offsets, fixed for a CTA); its other words and scales lie
+    // compile-time distances further (WORD_STEP, scaleStep), so that a unit's reads are one register plus
+    // immediates each.
     struct Offsets {
-        int low[Low::WORDS];
+        int low;
         int high;
-        int meta;                          // of the metadata: after (D / 32) runs of BITS words per token
-        int scale[PLANES][ROWS_PER_LANE];  // from the metadata
+        int scale[PLANES];
     };
+    static constexpr int WORD_STEP = 4 * RUN;  // bytes between the lane's consecutive words of a plane
+
+    // Pack-axis index (channel) of right-hand-side row `lane` + 32 i of plane pl.
+    __host__ __device__ static constexpr int scaleChannel(int pl, int lane, int i) {
+        return pl == 0 ? Low::packIndex(KRow(lane).j, KRow(lane).P + 4 * i, KRow(lane).h)
+                       : High::packIndex(KRow(lane).j, KRow(lane).P + 4 * i, KRow(lane).h);
+    }
+    __host__ __device__ static constexpr int scaleStep(int pl, int i) {
+        return 2 * (scaleChannel(pl, 0, i) - scaleChannel(pl, 0, 0));
+    }
+    // The distances do not depend on the lane (checked for every lane, row and word).
+    __host__ __device__ static constexpr bool lane_independent() {
+        for (int lane = 0; lane < LANES; lane++) {
+            const int j = lane % 4;
+            for (int w = 0; w < Low::WORDS; w++)
+                if (Low::rowWord(j, w, 0) - Low::rowWord(j, 0, 0) != w) return false;
+            for (int pl = 0; pl < PLANES; pl++)
+                for (int i = 0; i < ROWS_PER_LANE; i++)
+                    if (2 * (scaleChannel(pl, lane, i) - scaleChannel(pl, lane, 0)) != scaleStep(pl, i)) return false;
+        }
+        return true;
+    }
+    static_assert(lane_independent(), "a lane's stage reads are one offset plus compile-time steps");
 
     __device__ __forceinline__ static Offsets offsets() {
         const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
         Offsets o;
-#pragma unroll
-        for (int w = 0; w < Low::WORDS; w++) o.low[w] = 4 * RUN * Low::rowWord(j, w, 0) + 16 * rho;
+        o.low = 4 * RUN * Low::rowWord(j, 0, 0) + 16 * rho;
         o.high = PLANES == 2 ? 4 * RUN * High::rowWord(j, 0, 0) + 16 * rho : 0;
-        o.meta = STAGE_META;
 #pragma unroll
-        for (int pl = 0; pl < PLANES; pl++)
-#pragma unroll
-            for (int i = 0; i < ROWS_PER_LANE; i++) {
-                const KRow k(lane);
-                const int P = k.P + 4 * i;  // k-tile pair i adds 2 k-tiles: 4 pairs
-                o.scale[pl][i] = 2 * (pl == 0 ? Low::packIndex(k.j, P, k.h) : High::packIndex(k.j, P, k.h));
-            }
+        for (int pl = 0; pl < PLANES; pl++) o.scale[pl] = STAGE_META + 2 * scaleChannel(pl, lane, 0);
         return o;
     }
 
     // A unit's slice in 16-byte chunks: chunk c < WORD_CHUNKS holds row word c / 8 of 4 tokens 4 (c % 8) ..
     // (128 bytes at matrix + 4 (row word * G + inBlock)), then META_CHUNKS chunks of the block's metadata.
-    // Lane l copies chunks l, l + 32, ..: their byte offsets from the block's matrix are fixed for a CTA.
+    // Lane l copies chunks l, l + 32, ..: chunk l + 32 i lies 16 G i bytes (4 row words) after chunk l in
+    // the matrix, its metadata chunk 512 i bytes after.
     static constexpr int WORD_CHUNKS = BITS * D / 4, META_CHUNKS = 4 * D / 16;
     static constexpr int WORD_COPIES = (WORD_CHUNKS + LANES - 1) / LANES, META_COPIES = (META_CHUNKS + LANES - 1) / LANES;
     struct CopyPlan {
-        int word[WORD_COPIES];  // from matrix + 4 inBlock
-        int meta[META_COPIES];  // from matrix
+        int word;      // chunk l from matrix + 4 inBlock
+        int wordStep;  // 16 G
+        int meta;      // metadata chunk l from matrix
     };
     __device__ __forceinline__ static CopyPlan copy_plan(int G) {
         const int lane = threadIdx.x % LANES;
-        CopyPlan plan;
-#pragma unroll
-        for (int i = 0; i < WORD_COPIES; i++) {
-            const int c = lane + LANES * i;
-            plan.word[i] = 4 * (c / 8) * G + 16 * (c % 8);
-        }
-#pragma unroll
-        for (int i = 0; i < META_COPIES; i++) plan.meta[i] = 4 * (D / 32) * BITS * G + 16 * (lane + LANES * i);
-        return plan;
+        return {4 * (lane / 8) * G + 16 * (lane % 8), 4 * (LANES / 8) * G, 4 * (D / 32) * BITS * G + 16 * lane};
     }
 
     // Starts copying a unit's slice into a stage (the caller commits).
     __device__ __forceinline__ static void issue(uint4* stage, unsigned long long matrix, int inBlock, const CopyPlan& plan) {
         const int lane = threadIdx.x % LANES;
-        const unsigned long long words = matrix + 4u * inBlock;
+        const unsigned long long words = matrix + 4u * inBlock + plan.word;
 #pragma unroll
         for (int i = 0; i < WORD_COPIES; i++) {
-            if (WORD_CHUNKS % LANES == 0 || lane + LANES * i < WORD_CHUNKS) copy_async(stage + lane + LANES * i, words + plan.word[i]);
+            if (WORD_CHUNKS % LANES == 0 || lane + LANES * i < WORD_CHUNKS) {
+                copy_async(stage + lane + LANES * i, words + (unsigned long long) (i * plan.wordStep));
+            }
         }
 #pragma unroll
         for (int i = 0; i < META_COPIES; i++) {
-            if (META_CHUNKS % LANES == 0 || lane + LANES * i < META_CHUNKS) copy_async(stage + WORD_CHUNKS + lane + LANES * i, matrix + plan.meta[i]);
+            if (META_CHUNKS % LANES == 0 || lane + LANES * i < META_CHUNKS) {
+                copy_async(stage + WORD_CHUNKS + lane + LANES * i, matrix + plan.meta + 16 * LANES * i);
+            }
         }
     }
 
@@ -550,15 +587,14 @@ struct KeyUnit {
         const int lane = threadIdx.x % LANES;
         const unsigned char* at = reinterpret_cast<const unsigned char*>(stage);
 #pragma unroll
-        for (int w = 0; w < Low::WORDS; w++) low[w] = *reinterpret_cast<const uint4*>(at + o.low[w]);
+        for (int w = 0; w < Low::WORDS; w++) low[w] = *reinterpret_cast<const uint4*>(at + o.low + WORD_STEP * w);
         if constexpr (PLANES == 2) high[0] = *reinterpret_cast<const uint4*>(at + o.high);
-        const unsigned char* meta = at + o.meta;
 #pragma unroll
         for (int pl = 0; pl < PLANES; pl++)
 #pragma unroll
-            for (int i = 0; i < ROWS_PER_LANE; i++) scale[pl][i] = *reinterpret_cast<const __half*>(meta + o.scale[pl][i]);
+            for (int i = 0; i < ROWS_PER_LANE; i++) scale[pl][i] = *reinterpret_cast<const __half*>(at + o.scale[pl] + scaleStep(pl, i));
 #pragma unroll
-        for (int i = 0; i < D / 64; i++) mins[i] = reinterpret_cast<const uint32_t*>(meta + 2 * D)[(D / 64) * lane + i];
+        for (int i = 0; i < D / 64; i++) mins[i] = reinterpret_cast<const uint32_t*>(at + STAGE_META + 2 * D)[(D / 64) * lane + i];
     }
 };
 
@@ -707,14 +743,17 @@ __device__ void key_pass(const CacheParams& cache, const SplitView& v, const Uni
     const int warp = threadIdx.x / LANES;
     const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
     uint4* rows = sh.rows[warp];
-    const typename K::CopyPlan copyPlan = K::copy_plan(cache.groupSize);
+    Rhs::clear_rows(rows, L::SETS * L::ROWS);  // both passes then write the heads' columns only
+    typename K::CopyPlan copyPlan = K::copy_plan(cache.groupSize);
+    pin(copyPlan.word, copyPlan.wordStep, copyPlan.meta);
     // The packed slice of a warp's next unit is copied into its other stage while it computes the current one
     // (copy_unit_ahead). The first unit's copies are asked for before the queries are prepared, so that their
     // latency hides there.
     constexpr int STAGE = stage_bytes(D) / 16;  // uint4 per stage
     copy_unit_ahead<K, true, D>(v, sources, warp, stages, copyPlan);
     prepare_keys<BITS, D, GQ>(sh, softmaxScale, fpKeyRows);
-    const typename K::Offsets offsets = K::offsets();
+    typename K::Offsets offsets = K::offsets();
+    pin(offsets.low, offsets.high, offsets.scale[0], offsets.scale[K::PLANES - 1]);
     // With few heads the lane's right-hand-side weights and the queries of its min channels stay in registers.
     constexpr bool HOLD = GQ * K::PLANES * K::ROWS_PER_LANE <= 8;
     constexpr int MIN_CHANNELS = D / 32;  // the lane's channels (D / 32) * lane ..
@@ -765,7 +804,7 @@ __device__ void key_pass(const CacheParams& cache, const SplitView& v, const Uni
                         for (int g = 0; g < GQ; g++) x[i][g] = weight(pl, i0 + i, g) * scale;
                     }
 #pragma unroll
-                    for (int i = 0; i < ROW_BATCH; i++) Rhs::store(rows, L::ROWS, pl * D + lane + 32 * (i0 + i), x[i]);
+                    for (int i = 0; i < ROW_BATCH; i++) Rhs::store_heads(rows, L::ROWS, pl * D + lane + 32 * (i0 + i), x[i]);
                 }
             // sum_c q_c * min_c over the lane's channels, then per head (lane l: head l / (32 / GQ))
             float partial[GQ];
@@ -862,44 +901,53 @@ struct ValueUnit {
     __half scale[PLANES][MAX_GROUPS];
     __half mins[MAX_GROUPS];
 
-    // Per lane, fixed for a CTA.
+    // A unit's slice in a stage: its run's words [BITS][D channels] uint32, then MAX_GROUPS slots of scales and
+    // MAX_GROUPS slots of mins, each [32 tokens] fp16; slot s holds group min(s, groups - 1), so that every
+    // slot can be read without a branch (slots past the last group repeat it: their right-hand-side rows are
+    // never read and their min sums never used).
+    static constexpr int STAGE_META_CHUNK = BITS * D / 4;  // uint4 index of the metadata
+    static constexpr int SLOT_BYTES = 2 * RUN;
+    static_assert(16 * STAGE_META_CHUNK + 2 * MAX_GROUPS * SLOT_BYTES <= stage_bytes(D), "value slice fits a stage");
+
+    // Per lane, fixed for a CTA: where its reads lie in a stage (byte offsets; scale and min slots lie
+    // compile-time distances further) and what its k-rows weigh.
     struct Lane {
-        int word[PLANES];   // index among a run's words of the lane's word of each plane
+        int word[PLANES];   // the lane's first word (channels 4 rho ..) of each plane
+        int scale[PLANES];  // scale slot 0 at the token of the lane's k-row of each plane
         int token[PLANES];  // token (of the unit) of the lane's k-row of each plane
         int weightExponent[PLANES];
     };
 
     __device__ __forceinline__ static Lane lane_info() {
-        const int lane = threadIdx.x % LANES, j = lane % 4;
+        const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
         const KRow k(lane);  // the lane's right-hand-side row
         Lane l;
 #pragma unroll
         for (int pl = 0; pl < PLANES; pl++) {
-            l.word[pl] = pl == 0 ? Low::rowWord(j, 0, 0) : High::rowWord(j, 0, 0);
+            const int word = pl == 0 ? Low::rowWord(j, 0, 0) : High::rowWord(j, 0, 0);
+            l.word[pl] = 4 * (word * D + 4 * rho);
             l.token[pl] = pl == 0 ? Low::packIndex(k.j, k.P, k.h) : High::packIndex(k.j, k.P, k.h);
+            l.scale[pl] = 16 * STAGE_META_CHUNK + 2 * l.token[pl];
             l.weightExponent[pl] = pl == 0 ? Low::weightExponent(k.P) : High::weightExponent(k.P);
         }
         return l;
     }
 
-    // A unit's slice in a stage: its run's words [BITS][D channels] uint32, then scales [groups][32 tokens] and
-    // mins [groups][32 tokens] fp16.
-    static constexpr int STAGE_META_CHUNK = BITS * D / 4;  // uint4 index of the metadata
-    static_assert(16 * STAGE_META_CHUNK + 4 * RUN * MAX_GROUPS <= stage_bytes(D), "value slice fits a stage");
-
     // Lane l copies the run's word chunks l, l + 32, .. (the words are contiguous: at matrix + 4 (inBlock / 32)
-    // BITS D) and, for l < 8 groups, chunk l % 4 of the 64 bytes of scales (q = l / 4 < groups) or mins
-    // (q - groups) of group q % groups for the unit's tokens: stage chunk STAGE_META_CHUNK + l, at
-    // meta + 2 (q G + inBlock) + 16 (l % 4). Its offset from the block's matrix is fixed for a CTA.
+    // BITS D) and, for l < 8 MAX_GROUPS, chunk l % 4 of metadata slot l / 4 (scale slots, then min slots) for
+    // the unit's tokens: stage chunk STAGE_META_CHUNK + l, at meta + 2 (group row G + inBlock) + 16 (l % 4),
+    // group row = group (scales) or groups + group (mins). Its offset from the block's matrix is fixed for a CTA.
     static constexpr int WORD_CHUNKS = BITS * D / 4;
     static constexpr int WORD_COPIES = (WORD_CHUNKS + LANES - 1) / LANES;
+    static constexpr int META_LANES = 8 * MAX_GROUPS;
     struct CopyPlan {
-        int meta;       // from matrix + 2 inBlock
-        bool copiesMeta;
+        int meta;  // from matrix + 2 inBlock
     };
     __device__ __forceinline__ static CopyPlan copy_plan(int G, int groups) {
-        const int lane = threadIdx.x % LANES;
-        return {4 * (G / RUN) * BITS * D + 2 * (lane / 4) * G + 16 * (lane % 4), lane < 8 * groups};
+        const int lane = threadIdx.x % LANES, slot = lane / 4;
+        const int group = min(slot % MAX_GROUPS, groups - 1);
+        const int groupRow = slot < MAX_GROUPS ? group : groups + group;
+        return {4 * (G / RUN) * BITS * D + 2 * groupRow * G + 16 * (lane % 4)};
     }
 
     // Starts copying a unit's slice into a stage (the caller commits).
@@ -911,28 +959,20 @@ struct ValueUnit {
             const int c = lane + LANES * i;
             if (WORD_CHUNKS % LANES == 0 || c < WORD_CHUNKS) copy_async(stage + c, words + 16 * c);
         }
-        if (plan.copiesMeta) copy_async(stage + STAGE_META_CHUNK + lane, matrix + 2u * inBlock + plan.meta);
+        if (META_LANES == LANES || lane < META_LANES) copy_async(stage + STAGE_META_CHUNK + lane, matrix + 2u * inBlock + plan.meta);
     }
 
-    __device__ __forceinline__ void fetch(const uint4* stage, int groups, const Lane& l) {
-        const int rho = (threadIdx.x % LANES) / 4;
-        const uint32_t* words32 = reinterpret_cast<const uint32_t*>(stage);
+    __device__ __forceinline__ void fetch(const uint4* stage, const Lane& l) {
+        const unsigned char* at = reinterpret_cast<const unsigned char*>(stage);
 #pragma unroll
-        for (int pl = 0; pl < PLANES; pl++) {
-            const uint4* at = reinterpret_cast<const uint4*>(words32 + l.word[pl] * D + 4 * rho);
+        for (int pl = 0; pl < PLANES; pl++)
 #pragma unroll
-            for (int a = 0; a < D / 32; a++) words[pl][a] = at[8 * a];
-        }
-        // Slots grp >= groups (no such group) get the last group's scale and a zero min, so that every slot can
-        // be used without a branch: their right-hand-side rows are never read and their min terms add 0.
-        const __half* meta = reinterpret_cast<const __half*>(stage + STAGE_META_CHUNK);
+            for (int a = 0; a < D / 32; a++) words[pl][a] = *reinterpret_cast<const uint4*>(at + l.word[pl] + 128 * a);
 #pragma unroll
         for (int grp = 0; grp < MAX_GROUPS; grp++) {
-            const int at = min(grp, groups - 1);
 #pragma unroll
-            for (int pl = 0; pl < PLANES; pl++) scale[pl][grp] = meta[at * RUN + l.token[pl]];
-            const __half mn = meta[(groups + at) * RUN + l.token[0]];
-            mins[grp] = grp < groups ? mn : __ushort_as_half(0);
+            for (int pl = 0; pl < PLANES; pl++) scale[pl][grp] = *reinterpret_cast<const __half*>(at + l.scale[pl] + SLOT_BYTES * grp);
+            mins[grp] = *reinterpret_cast<const __half*>(at + l.scale[0] + SLOT_BYTES * (MAX_GROUPS + grp));
         }
     }
 };
@@ -978,7 +1018,8 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
     const int groupLength = min(G, D);
     const int groups = D / groupLength;
     uint4* rows = sh.rows[warp];
-    const typename V::Lane info = V::lane_info();
+    typename V::Lane info = V::lane_info();
+    pin(info.word[0], info.word[V::PLANES - 1], info.scale[0], info.scale[V::PLANES - 1]);
     int groupRows[D / 32];
 #pragma unroll
     for (int a = 0; a < D / 32; a++) groupRows[a] = 32 * a / groupLength * RUN;
@@ -1001,7 +1042,8 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
         for (int grp = 0; grp < MAX_GROUPS; grp++) minSum[g][grp] = 0.0f;
     }
     // packed slices are copied into the warp's stages and FP rows asked into L2 a unit ahead, as in key_pass
-    const typename V::CopyPlan copyPlan = V::copy_plan(G, groups);
+    typename V::CopyPlan copyPlan = V::copy_plan(G, groups);
+    pin(copyPlan.meta);
     constexpr int STAGE = stage_bytes(D) / 16;
     copy_unit_ahead<V, false, D>(v, sources, warp, stages, copyPlan);
     local_softmax<GQ>(scores, scoreStride, &sh.reduction[0][0], sh.rowMax, sh.rowSum);
@@ -1014,7 +1056,7 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
         const float* p = scores + u * RUN;  // p[g * scoreStride + token]
         if ((src.flags & VALUES_PACKED) != 0) {
             V current;
-            current.fetch(stages + stage * STAGE, groups, info);
+            current.fetch(stages + stage * STAGE, info);
             // Z: the unit's largest scale * 2^Z within [2^4, 2^13) (headroom for the weight 4 of a 3-bit high
             // plane; p <= 1), so right-hand sides stay below 2^15; changed only when it leaves that range
             float largest = 0.0f;
@@ -1071,7 +1113,7 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
                     float x[GQ];
 #pragma unroll
                     for (int g = 0; g < GQ; g++) x[g] = pt[g] * scale;
-                    Rhs::store(rows, L::ROWS, (pl * MAX_GROUPS + grp) * RUN + lane, x);
+                    Rhs::store_heads(rows, L::ROWS, (pl * MAX_GROUPS + grp) * RUN + lane, x);
                 }
             }
             __syncwarp();

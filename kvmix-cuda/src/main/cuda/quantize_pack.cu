@@ -58,6 +58,8 @@ __device__ __forceinline__ float java_max(float a, float x) {
 // Halves between the token rows of the shared fp16 tile [G][D + 2] a spilled chunk is gathered into: +2 so
 // that column walks hit distinct banks.
 __host__ __device__ constexpr int tile_stride(int d) { return d + 2; }
+// The padding, read by the host to size the tile (DeviceBatchKvCache.launchStream).
+extern "C" __device__ int kvmix_append_tile_row_padding = tile_stride(0);
 
 // Geometry of one packed matrix (io.kvmix.core.quant.PackedLayout) over the tile
 // holding the chunk (token rows): element (lane, pack) is tile[lane * laneStride + pack * packStride].

@@ -74,6 +74,8 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     private int unitSourceBytes;
     private int stageBytesPerChannel;
     private int fpKeyRowBytesPerChannel;
+    /** Halves past headDim in each token row of the append kernel's tile, exported by quantize_pack.cu (0 until read). */
+    private int appendTileRowPadding;
     private boolean open = true;
 
     /** True when the kernels are built for this geometry (head dim 64 or 128, G a multiple of 32). */
@@ -312,8 +314,11 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         if (jobs.jobCount() == 0) {
             return;
         }
-        // fp16 tile [G][D + 2], then scales, mins and 1 / scales as fp32 (quantize_pack.cu)
-        int tileFloats = (groupSize * (geometry.headDim() + 2) + 1) / 2;
+        // fp16 tile [G][D + padding], then scales, mins and 1 / scales as fp32 (quantize_pack.cu)
+        if (appendTileRowPadding == 0) {  // read from the module once
+            appendTileRowPadding = device.moduleInt(QUANTIZE_MODULE, "kvmix_append_tile_row_padding");
+        }
+        int tileFloats = (groupSize * (geometry.headDim() + appendTileRowPadding) + 1) / 2;
         int metaCount = stream.layout().metaCount();
         int sharedBytes = 4 * (tileFloats + 3 * metaCount);
         device.launch(device.kernel(QUANTIZE_MODULE, "kvmix_append_stream_d" + geometry.headDim()),
