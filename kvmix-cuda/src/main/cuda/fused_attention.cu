@@ -484,6 +484,12 @@ __device__ __forceinline__ void copy_unit_ahead(const SplitView& v, const UnitSo
     commit_async();
 }
 
+// Where a 16-byte chunk of packed words lies in its 128-byte line of a stage. Lane (rho, j) of an mma fragment
+// reads chunk rho of a line that depends on j; the 8 lanes of a quarter-warp (rho = 2q, 2q + 1, j = 0..3) are
+// served in one shared-memory cycle only if their chunks lie in distinct bank groups, so chunk `position` of a
+// line read by lanes j is stored at position ^ 2 j (without it the four j of a quarter-warp hit the same banks).
+__host__ __device__ constexpr int swizzled(int position, int readerJ) { return position ^ (2 * readerJ); }
+
 // ---- keys -----------------------------------------------------------------------------------------------
 
 // The lane's part of one unit's packed keys: lane axis = G tokens, pack axis = D channels, one (scale, min)
@@ -525,12 +531,23 @@ struct KeyUnit {
     __host__ __device__ static constexpr int scaleStep(int pl, int i) {
         return 2 * (scaleChannel(pl, 0, i) - scaleChannel(pl, 0, 0));
     }
+    // The j of the lanes that read row word w (the first, where lanes share a word): its chunks are swizzled by it.
+    __host__ __device__ static constexpr int readerJ(int w) {
+        for (int j = 0; j < 4; j++) {
+            for (int i = 0; i < Low::WORDS; i++)
+                if (Low::rowWord(j, i, 0) == w) return j;
+            if (PLANES == 2 && High::rowWord(j, 0, 0) == w) return j;
+        }
+        return 0;
+    }
+
     // The distances do not depend on the lane (checked for every lane, row and word).
     __host__ __device__ static constexpr bool lane_independent() {
         for (int lane = 0; lane < LANES; lane++) {
             const int j = lane % 4;
             for (int w = 0; w < Low::WORDS; w++)
-                if (Low::rowWord(j, w, 0) - Low::rowWord(j, 0, 0) != w) return false;
+                if (Low::rowWord(j, w, 0) - Low::rowWord(j, 0, 0) != w
+                    || readerJ(Low::rowWord(j, w, 0)) != readerJ(Low::rowWord(j, 0, 0))) return false;
             for (int pl = 0; pl < PLANES; pl++)
                 for (int i = 0; i < ROWS_PER_LANE; i++)
                     if (2 * (scaleChannel(pl, lane, i) - scaleChannel(pl, lane, 0)) != scaleStep(pl, i)) return false;
@@ -542,27 +559,64 @@ struct KeyUnit {
     __device__ __forceinline__ static Offsets offsets() {
         const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
         Offsets o;
-        o.low = 4 * RUN * Low::rowWord(j, 0, 0) + 16 * rho;
-        o.high = PLANES == 2 ? 4 * RUN * High::rowWord(j, 0, 0) + 16 * rho : 0;
+        const int lowWord = Low::rowWord(j, 0, 0), highWord = High::rowWord(j, 0, 0);
+        o.low = 4 * RUN * lowWord + 16 * swizzled(rho, readerJ(lowWord));
+        o.high = PLANES == 2 ? 4 * RUN * highWord + 16 * swizzled(rho, readerJ(highWord)) : 0;
 #pragma unroll
         for (int pl = 0; pl < PLANES; pl++) o.scale[pl] = STAGE_META + 2 * scaleChannel(pl, lane, 0);
         return o;
     }
 
-    // A unit's slice in 16-byte chunks: chunk c < WORD_CHUNKS holds row word c / 8 of 4 tokens 4 (c % 8) ..
-    // (128 bytes at matrix + 4 (row word * G + inBlock)), then META_CHUNKS chunks of the block's metadata.
-    // Lane l copies chunks l, l + 32, ..: chunk l + 32 i lies 16 G i bytes (4 row words) after chunk l in
-    // the matrix, its metadata chunk 512 i bytes after.
-    static constexpr int WORD_CHUNKS = BITS * D / 4, META_CHUNKS = 4 * D / 16;
-    static constexpr int WORD_COPIES = (WORD_CHUNKS + LANES - 1) / LANES, META_COPIES = (META_CHUNKS + LANES - 1) / LANES;
+    // A unit's slice in 16-byte chunks: its words, row word w of 4 tokens 4 t .. (t = 0..7) from matrix +
+    // 4 (w G + inBlock) + 16 t to stage line w, position swizzled(t, readerJ(w)); then META_CHUNKS chunks of the
+    // block's metadata. Lane l copies, at t = l % 8, the lines read by lanes j = l / 8: firstLine(j) +
+    // LINE_STEP i for i < lineCount(j), so that its copies lie fixed distances apart in the matrix and in the
+    // stage; metadata chunks l, l + 32, .. (512 bytes apart).
+    static constexpr int ROW_WORDS = BITS * D / 32;
+    static constexpr int WORD_CHUNKS = 8 * ROW_WORDS, META_CHUNKS = 4 * D / 16;
+    static constexpr int META_COPIES = (META_CHUNKS + LANES - 1) / LANES;
+    __host__ __device__ static constexpr int lineCount(int j) {
+        int n = 0;
+        for (int w = 0; w < ROW_WORDS; w++) n += readerJ(w) == j ? 1 : 0;
+        return n;
+    }
+    __host__ __device__ static constexpr int line(int j, int i) {  // the i-th line read by lanes j
+        for (int w = 0; w < ROW_WORDS; w++)
+            if (readerJ(w) == j && i-- == 0) return w;
+        return -1;
+    }
+    __host__ __device__ static constexpr int most_lines() {
+        int most = 0;
+        for (int j = 0; j < 4; j++) most = lineCount(j) > most ? lineCount(j) : most;
+        return most;
+    }
+    static constexpr int WORD_COPIES = most_lines();
+    static constexpr int LINE_STEP = lineCount(0) > 1 ? line(0, 1) - line(0, 0) : 1;
+    __host__ __device__ static constexpr bool evenly_spaced() {
+        int copies = 0;
+        for (int j = 0; j < 4; j++) {
+            copies += lineCount(j);
+            if (lineCount(j) > WORD_COPIES) return false;
+            for (int i = 1; i < lineCount(j); i++)
+                if (line(j, i) != line(j, 0) + LINE_STEP * i) return false;
+        }
+        return copies == ROW_WORDS;
+    }
+    static_assert(evenly_spaced(), "a lane's word copies lie LINE_STEP lines apart");
+    static constexpr bool ALL_COPY = lineCount(0) == WORD_COPIES && lineCount(1) == WORD_COPIES
+                                     && lineCount(2) == WORD_COPIES && lineCount(3) == WORD_COPIES;
     struct CopyPlan {
-        int word;      // chunk l from matrix + 4 inBlock
-        int wordStep;  // 16 G
+        int word;      // the lane's first word chunk, from matrix + 4 inBlock
+        int wordStep;  // 4 LINE_STEP G
+        int dest;      // its stage chunk (the others LINE_STEP lines further)
+        int copies;    // lineCount(l / 8)
         int meta;      // metadata chunk l from matrix
     };
     __device__ __forceinline__ static CopyPlan copy_plan(int G) {
-        const int lane = threadIdx.x % LANES;
-        return {4 * (lane / 8) * G + 16 * (lane % 8), 4 * (LANES / 8) * G, 4 * (D / 32) * BITS * G + 16 * lane};
+        const int lane = threadIdx.x % LANES, j = lane / 8, t = lane % 8;
+        const int first = lineCount(j) > 0 ? line(j, 0) : 0;
+        return {4 * first * G + 16 * t, 4 * LINE_STEP * G, 8 * first + swizzled(t, j), lineCount(j),
+                4 * (D / 32) * BITS * G + 16 * lane};
     }
 
     // Starts copying a unit's slice into a stage (the caller commits).
@@ -571,8 +625,8 @@ struct KeyUnit {
         const unsigned long long words = matrix + 4u * inBlock + plan.word;
 #pragma unroll
         for (int i = 0; i < WORD_COPIES; i++) {
-            if (WORD_CHUNKS % LANES == 0 || lane + LANES * i < WORD_CHUNKS) {
-                copy_async(stage + lane + LANES * i, words + (unsigned long long) (i * plan.wordStep));
+            if (ALL_COPY || i < plan.copies) {
+                copy_async(stage + plan.dest + 8 * LINE_STEP * i, words + (unsigned long long) (i * plan.wordStep));
             }
         }
 #pragma unroll
@@ -745,7 +799,7 @@ __device__ void key_pass(const CacheParams& cache, const SplitView& v, const Uni
     uint4* rows = sh.rows[warp];
     Rhs::clear_rows(rows, L::SETS * L::ROWS);  // both passes then write the heads' columns only
     typename K::CopyPlan copyPlan = K::copy_plan(cache.groupSize);
-    pin(copyPlan.word, copyPlan.wordStep, copyPlan.meta);
+    pin(copyPlan.word, copyPlan.wordStep, copyPlan.dest, copyPlan.copies, copyPlan.meta);
     // The packed slice of a warp's next unit is copied into its other stage while it computes the current one
     // (copy_unit_ahead). The first unit's copies are asked for before the queries are prepared, so that their
     // latency hides there.
@@ -918,6 +972,16 @@ struct ValueUnit {
         int weightExponent[PLANES];
     };
 
+    // The j of the lanes that read word x of the run (the first, where lanes share a word): its chunks are
+    // swizzled by it.
+    __host__ __device__ static constexpr int readerJ(int x) {
+        for (int j = 0; j < 4; j++) {
+            if (Low::rowWord(j, 0, 0) == x) return j;
+            if (PLANES == 2 && High::rowWord(j, 0, 0) == x) return j;
+        }
+        return 0;
+    }
+
     __device__ __forceinline__ static Lane lane_info() {
         const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
         const KRow k(lane);  // the lane's right-hand-side row
@@ -925,7 +989,7 @@ struct ValueUnit {
 #pragma unroll
         for (int pl = 0; pl < PLANES; pl++) {
             const int word = pl == 0 ? Low::rowWord(j, 0, 0) : High::rowWord(j, 0, 0);
-            l.word[pl] = 4 * (word * D + 4 * rho);
+            l.word[pl] = 4 * word * D + 16 * swizzled(rho, readerJ(word));
             l.token[pl] = pl == 0 ? Low::packIndex(k.j, k.P, k.h) : High::packIndex(k.j, k.P, k.h);
             l.scale[pl] = 16 * STAGE_META_CHUNK + 2 * l.token[pl];
             l.weightExponent[pl] = pl == 0 ? Low::weightExponent(k.P) : High::weightExponent(k.P);
@@ -934,12 +998,20 @@ struct ValueUnit {
     }
 
     // Lane l copies the run's word chunks l, l + 32, .. (the words are contiguous: at matrix + 4 (inBlock / 32)
-    // BITS D) and, for l < 8 MAX_GROUPS, chunk l % 4 of metadata slot l / 4 (scale slots, then min slots) for
+    // BITS D; chunk c of word c / (D / 4) goes to line c / 8 of the stage, its position swizzled by the word's
+    // readers) and, for l < 8 MAX_GROUPS, chunk l % 4 of metadata slot l / 4 (scale slots, then min slots) for
     // the unit's tokens: stage chunk STAGE_META_CHUNK + l, at meta + 2 (group row G + inBlock) + 16 (l % 4),
     // group row = group (scales) or groups + group (mins). Its offset from the block's matrix is fixed for a CTA.
     static constexpr int WORD_CHUNKS = BITS * D / 4;
     static constexpr int WORD_COPIES = (WORD_CHUNKS + LANES - 1) / LANES;
     static constexpr int META_LANES = 8 * MAX_GROUPS;
+    // 2 readerJ(x) of word x < BITS, 4 bits each: the swizzle of chunk c is that of word c / (D / 4).
+    __host__ __device__ static constexpr unsigned swizzles() {
+        unsigned table = 0;
+        for (int x = 0; x < BITS; x++) table |= unsigned(2 * readerJ(x)) << (4 * x);
+        return table;
+    }
+    static constexpr unsigned SWIZZLES = swizzles();
     struct CopyPlan {
         int meta;  // from matrix + 2 inBlock
     };
@@ -957,7 +1029,8 @@ struct ValueUnit {
 #pragma unroll
         for (int i = 0; i < WORD_COPIES; i++) {
             const int c = lane + LANES * i;
-            if (WORD_CHUNKS % LANES == 0 || c < WORD_CHUNKS) copy_async(stage + c, words + 16 * c);
+            const int swizzle = (SWIZZLES >> (4 * (c / (D / 4)))) & 7;  // a constant with D = 128 (c / 32 = i)
+            if (WORD_CHUNKS % LANES == 0 || c < WORD_CHUNKS) copy_async(stage + (c ^ swizzle), words + 16 * c);
         }
         if (META_LANES == LANES || lane < META_LANES) copy_async(stage + STAGE_META_CHUNK + lane, matrix + 2u * inBlock + plan.meta);
     }

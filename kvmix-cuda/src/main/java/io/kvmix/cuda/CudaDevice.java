@@ -101,6 +101,11 @@ public final class CudaDevice {
         return multiprocessors;
     }
 
+    /** The most shared memory (static + dynamic) one CTA may opt in to, in bytes. */
+    public int maxSharedPerCta() {
+        return maxSharedPerCta;
+    }
+
     /** The PTX target loaded for this device: sm_90 from compute capability 9.0 up, else sm_80. */
     public String ptxArch() {
         return ptxArch(computeMajor);

@@ -18,8 +18,14 @@ import io.kvmix.cuda.CudaRuntime;
 import io.kvmix.cuda.DeviceBuffer;
 import io.kvmix.cuda.cache.DeviceBatchKvCache;
 import io.kvmix.cuda.cache.HostBatchKvCache;
+import jcuda.Pointer;
+import jcuda.driver.CUstream;
+import jcuda.driver.CUstream_flags;
+import jcuda.driver.JCudaDriver;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
@@ -47,7 +53,11 @@ import java.util.stream.IntStream;
  * Cache state: the prompt is appended as one prefill of T - 1 tokens and one decode token, with the
  * reference residual ratio for the width (so about 95% of the context is packed; the JSON gives the counts).
  *
- * <p>Usage: {@code DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name]}
+ * <p>With {@code --occupy-sms N} the attention is timed while N multiprocessors are held by other CTAs
+ * (bench_occupy.cu): a model of a GPU with more memory bandwidth per multiprocessor (N = 40 on an H100: about
+ * an H200's), for comparing kernels there when no such GPU is at hand. Its times are not the GPU's.
+ *
+ * <p>Usage: {@code DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name] [--occupy-sms N]}
  */
 public final class DeviceBench {
     private static final int HEAD_DIM = 128;
@@ -65,24 +75,28 @@ public final class DeviceBench {
 
     private final CudaDevice device;
     private final int samples;
+    private final int occupiedSms;
     private final ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
 
-    private DeviceBench(CudaDevice device, int samples) {
+    private DeviceBench(CudaDevice device, int samples, int occupiedSms) {
         this.device = device;
         this.samples = samples;
+        this.occupiedSms = occupiedSms;
     }
 
     public static void main(String[] args) throws IOException {
         Path sdpaFile = null;
         int samples = 30;
+        int occupiedSms = 0;
         List<String> shapeNames = SHAPES.stream().map(Shape::name).toList();
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--sdpa" -> sdpaFile = Path.of(args[++i]);
                 case "--samples" -> samples = Integer.parseInt(args[++i]);
                 case "--shapes" -> shapeNames = List.of(args[++i].split(","));
+                case "--occupy-sms" -> occupiedSms = Integer.parseInt(args[++i]);
                 default -> throw new IllegalArgumentException("unknown argument " + args[i]
-                        + "; usage: DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name]");
+                        + "; usage: DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name] [--occupy-sms N]");
             }
         }
         if (!CudaRuntime.isAvailable()) {
@@ -95,7 +109,12 @@ public final class DeviceBench {
             throw new IllegalArgumentException("--shapes " + selected + ": known shapes are "
                     + SHAPES.stream().map(Shape::name).toList());
         }
-        DeviceBench bench = new DeviceBench(CudaRuntime.device(), samples);
+        CudaDevice device = CudaRuntime.device();
+        if (occupiedSms < 0 || occupiedSms >= device.multiprocessors()) {
+            throw new IllegalArgumentException("--occupy-sms " + occupiedSms + ": must be in [0, "
+                    + device.multiprocessors() + ") on " + device.name());
+        }
+        DeviceBench bench = new DeviceBench(device, samples, occupiedSms);
         JsonNode sdpa = sdpaFile == null ? null : bench.json.readTree(sdpaFile.toFile());
         System.out.println(bench.json.writeValueAsString(bench.run(shapes, sdpa)));
     }
@@ -107,6 +126,12 @@ public final class DeviceBench {
         deviceNode.put("compute_capability", device.computeCapability());
         deviceNode.put("multiprocessors", device.multiprocessors());
         deviceNode.put("ptx", device.ptxArch());
+        if (occupiedSms > 0) {
+            result.put("occupied_multiprocessors", occupiedSms);
+            result.put("occupied_note", "attention times with " + occupiedSms + " multiprocessors held by other CTAs:"
+                    + " a model of more bandwidth per multiprocessor, not this GPU's times (speed-ups and fractions"
+                    + " of copy bandwidth are not meaningful)");
+        }
         result.put("method", "medians of " + samples + " CUDA-event samples after warm-up; an attention sample"
                 + " replays a CUDA graph of " + CALLS_PER_SAMPLE + " calls (split kernel + combine kernel), fp16"
                 + " queries and outputs; cache filled by a prefill of T-1 tokens plus one decode token, reference"
@@ -226,7 +251,7 @@ public final class DeviceBench {
             for (int c = 0; c < CALLS_PER_SAMPLE; c++) {
                 cache.attendDevice(q, true, shape.queryHeads(), scale, o, true, splitUnits);
             }
-        })) {
+        }); Occupier held = occupiedSms > 0 ? new Occupier(device, occupiedSms) : null) {
             double[] millis = new double[samples];
             for (int i = -3; i < samples; i++) {
                 timer.start();
@@ -237,6 +262,44 @@ public final class DeviceBench {
                 }
             }
             return median(millis);
+        }
+    }
+
+    /**
+     * {@code count} CTAs of kvmix_bench_occupy on a stream of their own, each holding a whole multiprocessor's
+     * shared memory until closed; the constructor returns once all of them are resident.
+     */
+    private static final class Occupier implements AutoCloseable {
+        private static final long RESIDENT_WAIT_NANOS = 5_000_000_000L;
+        private final DeviceBuffer state;  // [0] release flag, [1] CTAs resident
+        private final CUstream stream = new CUstream();
+
+        Occupier(CudaDevice device, int count) {
+            state = device.allocate(2 * Integer.BYTES, "occupier state");
+            state.clear();
+            device.synchronize();  // the CTAs read the flag on another stream
+            JCudaDriver.cuStreamCreate(stream, CUstream_flags.CU_STREAM_NON_BLOCKING);
+            JCudaDriver.cuLaunchKernel(device.kernel("bench_occupy", "kvmix_bench_occupy"), count, 1, 1, 32, 1, 1,
+                    device.maxSharedPerCta(), stream, Pointer.to(Pointer.to(new long[] {state.address()})), null);
+            int[] seen = new int[2];
+            long deadline = System.nanoTime() + RESIDENT_WAIT_NANOS;
+            do {
+                state.download(seen, 2);
+            } while (seen[1] < count && System.nanoTime() < deadline);
+            if (seen[1] < count) {
+                close();
+                throw new IllegalStateException("--occupy-sms " + count + ": only " + seen[1]
+                        + " occupying CTAs became resident within 5 s");
+            }
+        }
+
+        @Override
+        public void close() {
+            ByteBuffer release = ByteBuffer.allocateDirect(Integer.BYTES).order(ByteOrder.LITTLE_ENDIAN).putInt(0, 1);
+            state.upload(release, Integer.BYTES, 0);
+            JCudaDriver.cuStreamSynchronize(stream);
+            JCudaDriver.cuStreamDestroy(stream);
+            state.close();
         }
     }
 
