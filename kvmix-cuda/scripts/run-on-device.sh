@@ -5,8 +5,12 @@
 # bench: PyTorch fp16 SDPA baseline, then DeviceBench -> $OUT/sdpa.json, $OUT/results.json
 # variants: DeviceBench of each jar that stage-variant.sh put in variants/, with the same SDPA figures
 #          -> $OUT/results-<name>.json (run after bench, in the same call, for side-by-side numbers)
-# profile: Nsight Compute (full set) of the first 2-bit attention and prefill append launches of batch 8 x 4096
-#          -> $OUT/<kernel>.ncu-rep, <kernel>-details.txt and <kernel>-sass.csv.gz (per-instruction counts, stalls)
+# occupy: DeviceBench of batch 8 x 4096 and batch 1 x 32768 with OCCUPY_SMS (default 40) multiprocessors held,
+#         for the staged jar and each variant -> $OUT/results-occupied[-<name>].json (an H100 with 40 of 132 held
+#         has about an H200's bandwidth per multiprocessor: see the README)
+# profile: Nsight Compute (full set, real clocks) of the first 2-bit attention and prefill append launches of
+#          batch 8 x 4096 -> $OUT/<kernel>.ncu-rep, <kernel>-details.txt and <kernel>-sass.csv.gz (per-instruction
+#          counts, stalls)
 # PtxManifestTest is left out there: it reads the CUDA sources of the build tree, which is not carried
 # (it runs with every ./run-tests instead).
 set -euo pipefail
@@ -42,10 +46,22 @@ for task in "$@"; do
                     > "$OUT/results-$(basename "$variant" .jar).json"
             done
             ;;
+        occupy)
+            [ -f "$OUT/sdpa.json" ] || python3 "$DIR/bench/sdpa_baseline.py" > "$OUT/sdpa.json"
+            for jar in "$DIR"/lib/kvmix-cuda-*.jar "$DIR"/variants/*.jar; do
+                [ -f "$jar" ] || continue
+                case "$jar" in */variants/*) suffix="-$(basename "$jar" .jar)" ;; *) suffix="" ;; esac
+                classpath="$(ls "$DIR"/lib/*.jar | grep -v '/lib/kvmix-cuda-' | tr '\n' ':')$jar"
+                "${JAVA[@]}" -Xmx48g -cp "$classpath" io.kvmix.cuda.bench.DeviceBench --sdpa "$OUT/sdpa.json" \
+                    --shapes batch8_ctx4096,batch1_ctx32768 --occupy-sms "${OCCUPY_SMS:-40}" \
+                    > "$OUT/results-occupied$suffix.json"
+            done
+            ;;
         profile)
             ncu="$(command -v ncu || echo /usr/local/cuda/bin/ncu)"
             for kernel in kvmix_attend_d128_g1 kvmix_append_stream_d128; do
-                "$ncu" --target-processes all -k "$kernel" -c 1 --set full --import-source no -f -o "$OUT/$kernel" \
+                "$ncu" --target-processes all -k "$kernel" -c 1 --clock-control none --set full --import-source no \
+                    -f -o "$OUT/$kernel" \
                     "${JAVA[@]}" -Xmx48g -cp "$DIR/lib/*" io.kvmix.cuda.bench.DeviceBench --shapes batch8_ctx4096 \
                     --samples 3 > "$OUT/$kernel-bench.json" 2> "$OUT/$kernel-ncu.log" || tail -5 "$OUT/$kernel-ncu.log"
                 "$ncu" -i "$OUT/$kernel.ncu-rep" --page details > "$OUT/$kernel-details.txt"
@@ -53,7 +69,7 @@ for task in "$@"; do
             done
             ;;
         *)
-            echo "unknown task $task (tests, bench, variants, profile)" >&2
+            echo "unknown task $task (tests, bench, variants, occupy, profile)" >&2
             exit 2
             ;;
     esac
