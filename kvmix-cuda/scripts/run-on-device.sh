@@ -6,7 +6,8 @@
 # variants: DeviceBench of each jar that stage-variant.sh put in variants/, with the same SDPA figures
 #          -> $OUT/results-<name>.json (run after bench, in the same call, for side-by-side numbers)
 # occupy: DeviceBench of batch 8 x 4096 and batch 1 x 32768 with OCCUPY_SMS (default 40) multiprocessors held,
-#         for the staged jar and each variant -> $OUT/results-occupied[-<name>].json (an H100 with 40 of 132 held
+#         for the staged jar and each variant (of 68aaf7c or later: older DeviceBench has no --occupy-sms)
+#         -> $OUT/results-occupied[-<name>].json (an H100 with 40 of 132 held
 #         has about an H200's bandwidth per multiprocessor: see the README)
 # profile: Nsight Compute (full set, real clocks) of the first 2-bit attention and prefill append launches of
 #          batch 8 x 4096 -> $OUT/<kernel>.ncu-rep, <kernel>-details.txt and <kernel>-sass.csv.gz (per-instruction
