@@ -491,6 +491,18 @@ __device__ __forceinline__ void copy_unit_ahead(const SplitView& v, const UnitSo
 // line read by lanes j is stored at position ^ 2 j (without it the four j of a quarter-warp hit the same banks).
 __host__ __device__ constexpr int swizzled(int position, int readerJ) { return position ^ (2 * readerJ); }
 
+// The j of the lanes that read word w of a packed row (keys: a token's row words; values: the unit's run), the
+// first where lanes share a word; Low and High are the PlanePairs of the width's planes.
+template <typename Low, typename High, int PLANES>
+__host__ __device__ constexpr int first_reader(int w) {
+    for (int j = 0; j < 4; j++) {
+        for (int i = 0; i < Low::WORDS; i++)
+            if (Low::rowWord(j, i, 0) == w) return j;
+        if (PLANES == 2 && High::rowWord(j, 0, 0) == w) return j;
+    }
+    return 0;
+}
+
 // ---- keys -----------------------------------------------------------------------------------------------
 
 // The lane's part of one unit's packed keys: lane axis = G tokens, pack axis = D channels, one (scale, min)
@@ -532,15 +544,8 @@ struct KeyUnit {
     __host__ __device__ static constexpr int scaleStep(int pl, int i) {
         return 2 * (scaleChannel(pl, 0, i) - scaleChannel(pl, 0, 0));
     }
-    // The j of the lanes that read row word w (the first, where lanes share a word): its chunks are swizzled by it.
-    __host__ __device__ static constexpr int readerJ(int w) {
-        for (int j = 0; j < 4; j++) {
-            for (int i = 0; i < Low::WORDS; i++)
-                if (Low::rowWord(j, i, 0) == w) return j;
-            if (PLANES == 2 && High::rowWord(j, 0, 0) == w) return j;
-        }
-        return 0;
-    }
+    // Row word w's chunks are swizzled by the j of its readers.
+    __host__ __device__ static constexpr int readerJ(int w) { return first_reader<Low, High, PLANES>(w); }
 
     // The distances do not depend on the lane (checked for every lane, row and word).
     __host__ __device__ static constexpr bool lane_independent() {
@@ -973,15 +978,8 @@ struct ValueUnit {
         int weightExponent[PLANES];
     };
 
-    // The j of the lanes that read word x of the run (the first, where lanes share a word): its chunks are
-    // swizzled by it.
-    __host__ __device__ static constexpr int readerJ(int x) {
-        for (int j = 0; j < 4; j++) {
-            if (Low::rowWord(j, 0, 0) == x) return j;
-            if (PLANES == 2 && High::rowWord(j, 0, 0) == x) return j;
-        }
-        return 0;
-    }
+    // Word x of the run's chunks are swizzled by the j of its readers.
+    __host__ __device__ static constexpr int readerJ(int x) { return first_reader<Low, High, PLANES>(x); }
 
     __device__ __forceinline__ static Lane lane_info() {
         const int lane = threadIdx.x % LANES, j = lane % 4, rho = lane / 4;
