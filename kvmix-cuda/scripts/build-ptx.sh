@@ -5,19 +5,18 @@
 #
 # Usage: kvmix-cuda/scripts/build-ptx.sh        (needs nvcc; NVCC=/path/to/nvcc to pick one)
 #
-# Flags: quantize_pack.cu is built with -fmad=false (no multiply-add contraction: its arithmetic must
-# match the CPU quantizer bit for bit, FORMAT.md section 1); the attention kernels may contract.
+# Flags: scripts/nvcc-flags.sh (quantize_pack.cu without multiply-add contraction).
 set -euo pipefail
 MODULE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SRC="$MODULE/src/main/cuda"
 OUT="$MODULE/src/main/resources/io/kvmix/cuda/ptx"
 NVCC="${NVCC:-nvcc}"
+source "$MODULE/scripts/nvcc-flags.sh"
 mkdir -p "$OUT"
 rm -f "$OUT"/*.ptx
 for cu in "$SRC"/*.cu; do
     name="$(basename "$cu" .cu)"
-    flags=(-std=c++17 -O3 -I "$SRC")
-    [[ "$name" == quantize_pack ]] && flags+=(-fmad=false)
+    mapfile -t flags < <(nvcc_flags "$SRC" "$name")
     for arch in 80 90; do
         "$NVCC" "${flags[@]}" -arch="sm_$arch" -ptx -o "$OUT/${name}.sm_$arch.ptx" "$cu"
     done

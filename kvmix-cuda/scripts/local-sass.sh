@@ -20,8 +20,8 @@ if [ ! -x "$tools/usr/bin/nvdisasm" ]; then
     }
     dpkg-deb -x "$tools"/nvidia-cuda-toolkit_*.deb "$tools"
 fi
-flags=(-std=c++17 -O3 -I "$SRC")
-[[ "$(basename "$cu" .cu)" == quantize_pack ]] && flags+=(-fmad=false)
+source "$MODULE/scripts/nvcc-flags.sh"
+mapfile -t flags < <(nvcc_flags "$SRC" "$(basename "$cu" .cu)")
 cubin="$(mktemp --suffix=.cubin)"
 trap 'rm -f "$cubin"' EXIT
 nvcc "${flags[@]}" -arch=sm_90 -cubin -o "$cubin" "$cu"
