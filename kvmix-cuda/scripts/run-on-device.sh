@@ -5,10 +5,10 @@
 # bench: PyTorch fp16 SDPA baseline, then DeviceBench -> $OUT/sdpa.json, $OUT/results.json
 # variants: DeviceBench of each jar that stage-variant.sh put in variants/, with the same SDPA figures
 #          -> $OUT/results-<name>.json (run after bench, in the same call, for side-by-side numbers)
-# occupy: DeviceBench of batch 8 x 4096 and batch 1 x 32768 with OCCUPY_SMS (default 40) multiprocessors held,
-#         for the staged jar and each variant (of 68aaf7c or later: older DeviceBench has no --occupy-sms)
-#         -> $OUT/results-occupied[-<name>].json (an H100 with 40 of 132 held
-#         has about an H200's bandwidth per multiprocessor: see the README)
+# occupy: the model of the H200 on an H100: DeviceBench of batch 8 x 4096 and batch 1 x 32768 scaled by
+#         OCCUPY_SCALE (default 0.75) with OCCUPY_SMS (default 33) multiprocessors held, for the staged jar and
+#         each variant (of this commit or later: older DeviceBench has no --scale) -> $OUT/results-occupied[-<name>].json
+#         (the 99 left get an H200's CTAs and about its bandwidth each: see the README)
 # profile: Nsight Compute (full set, real clocks) of the first 2-bit attention and prefill append launches of
 #          batch 8 x 4096 -> $OUT/<kernel>.ncu-rep, <kernel>-details.txt and <kernel>-sass.csv.gz (per-instruction
 #          counts, stalls)
@@ -54,7 +54,7 @@ for task in "$@"; do
                 case "$jar" in */variants/*) suffix="-$(basename "$jar" .jar)" ;; *) suffix="" ;; esac
                 classpath="$(ls "$DIR"/lib/*.jar | grep -v '/lib/kvmix-cuda-' | tr '\n' ':')$jar"
                 "${JAVA[@]}" -Xmx48g -cp "$classpath" io.kvmix.cuda.bench.DeviceBench --sdpa "$OUT/sdpa.json" \
-                    --shapes batch8_ctx4096,batch1_ctx32768 --occupy-sms "${OCCUPY_SMS:-40}" \
+                    --shapes batch8_ctx4096,batch1_ctx32768 --occupy-sms "${OCCUPY_SMS:-33}" --scale "${OCCUPY_SCALE:-0.75}" \
                     > "$OUT/results-occupied$suffix.json"
             done
             ;;

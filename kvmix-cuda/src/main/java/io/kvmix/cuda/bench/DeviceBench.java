@@ -54,10 +54,14 @@ import java.util.stream.IntStream;
  * reference residual ratio for the width (so about 95% of the context is packed; the JSON gives the counts).
  *
  * <p>With {@code --occupy-sms N} the attention is timed while N multiprocessors are held by other CTAs
- * (bench_occupy.cu): a model of a GPU with more memory bandwidth per multiprocessor (N = 40 on an H100: about
- * an H200's), for comparing kernels there when no such GPU is at hand. Its times are not the GPU's.
+ * (bench_occupy.cu): a model of a GPU with more memory bandwidth per multiprocessor, for comparing kernels
+ * there when no such GPU is at hand. Its times are not the GPU's. With {@code --scale F} each shape runs
+ * round(F x batch) sequences (batch 1: round(F x KV heads) heads, query heads in proportion), so that its CTAs
+ * fill F of the multiprocessors as the whole shape fills all of them; {@code --occupy-sms 33 --scale 0.75} on an
+ * H100 gives the 99 multiprocessors left an H200's work each (the same CTAs per multiprocessor and waves) and
+ * about its bandwidth each (README, "A model of the H200 on the H100").
  *
- * <p>Usage: {@code DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name] [--occupy-sms N]}
+ * <p>Usage: {@code DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name] [--occupy-sms N] [--scale F]}
  */
 public final class DeviceBench {
     private static final int HEAD_DIM = 128;
@@ -66,6 +70,14 @@ public final class DeviceBench {
     private static final int[] WIDTHS = {2, 3, 4};
 
     private record Shape(String name, int batch, int tokens, int queryHeads, int kvHeads) {
+        /** F of the shape's CTAs: fewer sequences, or fewer heads (query heads per KV head kept) for one sequence. */
+        Shape scaled(double fraction) {
+            if (batch > 1) {
+                return new Shape(name, Math.max(1, (int) Math.round(fraction * batch)), tokens, queryHeads, kvHeads);
+            }
+            int heads = Math.max(1, (int) Math.round(fraction * kvHeads));
+            return new Shape(name, batch, tokens, heads * (queryHeads / kvHeads), heads);
+        }
     }
 
     private static final List<Shape> SHAPES = List.of(
@@ -76,18 +88,21 @@ public final class DeviceBench {
     private final CudaDevice device;
     private final int samples;
     private final int occupiedSms;
+    private final double scale;
     private final ObjectMapper json = new ObjectMapper().enable(SerializationFeature.INDENT_OUTPUT);
 
-    private DeviceBench(CudaDevice device, int samples, int occupiedSms) {
+    private DeviceBench(CudaDevice device, int samples, int occupiedSms, double scale) {
         this.device = device;
         this.samples = samples;
         this.occupiedSms = occupiedSms;
+        this.scale = scale;
     }
 
     public static void main(String[] args) throws IOException {
         Path sdpaFile = null;
         int samples = 30;
         int occupiedSms = 0;
+        double scale = 1;
         List<String> shapeNames = SHAPES.stream().map(Shape::name).toList();
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
@@ -95,16 +110,22 @@ public final class DeviceBench {
                 case "--samples" -> samples = Integer.parseInt(args[++i]);
                 case "--shapes" -> shapeNames = List.of(args[++i].split(","));
                 case "--occupy-sms" -> occupiedSms = Integer.parseInt(args[++i]);
-                default -> throw new IllegalArgumentException("unknown argument " + args[i]
-                        + "; usage: DeviceBench [--sdpa sdpa.json] [--samples N] [--shapes name,name] [--occupy-sms N]");
+                case "--scale" -> scale = Double.parseDouble(args[++i]);
+                default -> throw new IllegalArgumentException("unknown argument " + args[i] + "; usage: DeviceBench"
+                        + " [--sdpa sdpa.json] [--samples N] [--shapes name,name] [--occupy-sms N] [--scale F]");
             }
+        }
+        if (!(scale > 0 && scale <= 1)) {
+            throw new IllegalArgumentException("--scale " + scale + ": must be in (0, 1]");
         }
         if (!CudaRuntime.isAvailable()) {
             System.err.println("DeviceBench: " + CudaRuntime.unavailableReason());
             System.exit(2);
         }
         List<String> selected = shapeNames;
-        List<Shape> shapes = SHAPES.stream().filter(shape -> selected.contains(shape.name())).toList();
+        double fraction = scale;
+        List<Shape> shapes = SHAPES.stream().filter(shape -> selected.contains(shape.name()))
+                .map(shape -> fraction == 1 ? shape : shape.scaled(fraction)).toList();
         if (shapes.size() != selected.size()) {
             throw new IllegalArgumentException("--shapes " + selected + ": known shapes are "
                     + SHAPES.stream().map(Shape::name).toList());
@@ -114,7 +135,7 @@ public final class DeviceBench {
             throw new IllegalArgumentException("--occupy-sms " + occupiedSms + ": must be in [0, "
                     + device.multiprocessors() + ") on " + device.name());
         }
-        DeviceBench bench = new DeviceBench(device, samples, occupiedSms);
+        DeviceBench bench = new DeviceBench(device, samples, occupiedSms, scale);
         JsonNode sdpa = sdpaFile == null ? null : bench.json.readTree(sdpaFile.toFile());
         System.out.println(bench.json.writeValueAsString(bench.run(shapes, sdpa)));
     }
@@ -131,6 +152,11 @@ public final class DeviceBench {
             result.put("occupied_note", "attention times with " + occupiedSms + " multiprocessors held by other CTAs:"
                     + " a model of more bandwidth per multiprocessor, not this GPU's times (speed-ups and fractions"
                     + " of copy bandwidth are not meaningful)");
+        }
+        if (scale != 1) {
+            result.put("shape_scale", scale);
+            result.put("shape_scale_note", "each shape ran with the batch (or, for one sequence, the heads) given in"
+                    + " it, scaled by " + scale + " from the shape its name and sdpa_fp16 stand for");
         }
         result.put("method", "medians of " + samples + " CUDA-event samples after warm-up; an attention sample"
                 + " replays a CUDA graph of " + CALLS_PER_SAMPLE + " calls (split kernel + combine kernel), fp16"
