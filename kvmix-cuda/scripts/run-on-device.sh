@@ -7,7 +7,7 @@
 #          -> $OUT/results-<name>.json (run after bench, in the same call, for side-by-side numbers)
 # occupy: the model of the H200 on an H100: DeviceBench of batch 8 x 4096 and batch 1 x 32768 scaled by
 #         OCCUPY_SCALE (default 0.75) with OCCUPY_SMS (default 33) multiprocessors held, for the staged jar and
-#         each variant (of this commit or later: older DeviceBench has no --scale) -> $OUT/results-occupied[-<name>].json
+#         each variant (of 84c68ee or later: older DeviceBench has no --scale) -> $OUT/results-occupied[-<name>].json
 #         (the 99 left get an H200's CTAs and about its bandwidth each: see the README)
 # profile: Nsight Compute (full set, real clocks) of the first 2-bit attention and prefill append launches of
 #          batch 8 x 4096 -> $OUT/<kernel>.ncu-rep, <kernel>-details.txt and <kernel>-sass.csv.gz (per-instruction

@@ -125,7 +125,7 @@ public final class DeviceBench {
         List<String> selected = shapeNames;
         double fraction = scale;
         List<Shape> shapes = SHAPES.stream().filter(shape -> selected.contains(shape.name()))
-                .map(shape -> fraction == 1 ? shape : shape.scaled(fraction)).toList();
+                .map(shape -> shape.scaled(fraction)).toList();
         if (shapes.size() != selected.size()) {
             throw new IllegalArgumentException("--shapes " + selected + ": known shapes are "
                     + SHAPES.stream().map(Shape::name).toList());
