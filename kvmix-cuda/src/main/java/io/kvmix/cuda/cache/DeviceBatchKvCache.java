@@ -70,12 +70,6 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     private int chosenSplitUnits;
     private int chosenForUnits = -1;
     private int chosenForGroup = -1;
-    /** Sizes of the attention's shared-memory layout, exported by fused_attention.cu (0 until first read). */
-    private int unitSourceBytes;
-    private int stageBytesPerChannel;
-    private int fpKeyRowBytesPerChannel;
-    /** Halves past headDim in each token row of the append kernel's tile, exported by quantize_pack.cu (0 until read). */
-    private int appendTileRowPadding;
     private boolean open = true;
 
     /** True when the kernels are built for this geometry (head dim 64 or 128, G a multiple of 32). */
@@ -314,11 +308,10 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         if (jobs.jobCount() == 0) {
             return;
         }
-        // fp16 tile [G][D + padding], then scales, mins and 1 / scales as fp32 (quantize_pack.cu)
-        if (appendTileRowPadding == 0) {  // read from the module once
-            appendTileRowPadding = device.moduleInt(QUANTIZE_MODULE, "kvmix_append_tile_row_padding");
-        }
-        int tileFloats = (groupSize * (geometry.headDim() + appendTileRowPadding) + 1) / 2;
+        // fp16 tile [G][D + padding], then scales, mins and 1 / scales as fp32 (quantize_pack.cu exports the padding;
+        // CudaDevice.moduleInt reads it from the module once)
+        int padding = device.moduleInt(QUANTIZE_MODULE, "kvmix_append_tile_row_padding");
+        int tileFloats = (groupSize * (geometry.headDim() + padding) + 1) / 2;
         int metaCount = stream.layout().metaCount();
         int sharedBytes = 4 * (tileFloats + 3 * metaCount);
         device.launch(device.kernel(QUANTIZE_MODULE, "kvmix_append_stream_d" + geometry.headDim()),
@@ -471,12 +464,10 @@ public final class DeviceBatchKvCache implements BatchKvCache {
      * stages that the packed slices of its units are copied into.
      */
     private int attentionSharedBytes(int group, int splitUnits) {
-        if (unitSourceBytes == 0) {  // read from the module once
-            unitSourceBytes = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_unit_source_bytes");
-            stageBytesPerChannel = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_stage_bytes_per_channel");
-            fpKeyRowBytesPerChannel = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_fp_key_rows_bytes_per_channel");
-        }
-        int sourceBytes = unitSourceBytes;
+        // sizes exported by fused_attention.cu, read from the module once (CudaDevice.moduleInt)
+        int sourceBytes = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_unit_source_bytes");
+        int stageBytesPerChannel = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_stage_bytes_per_channel");
+        int fpKeyRowBytesPerChannel = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_fp_key_rows_bytes_per_channel");
         return (ceilDiv(quant.sinks(), UNIT) + splitUnits) * (sourceBytes + 4 * group * UNIT)
                 + (ATTENTION_WARPS * stageBytesPerChannel + fpKeyRowBytesPerChannel) * geometry.headDim();
     }
