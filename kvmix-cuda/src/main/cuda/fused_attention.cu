@@ -3,9 +3,11 @@
 // Each sequence of the batch has one query token (its newest position). kvmix_attend_d<D>_g<GQ>
 // splits every sequence's history after the sinks into units of 32 tokens and gives split s the units
 // s, s + splits, s + 2 splits, .. (at most splitUnits of them; split 0 also takes the sinks); grid (splits,
-// kvHeads, batch), one CTA of 4 warps per (split, KV head, sequence) serving the GQ query heads that share
-// that KV head. Taking every splits-th unit spreads the FP window (the newest tokens, fp16 rows, about 8x
-// the bytes of a 2-bit unit) over all splits instead of loading the last one.
+// kvHeads * tiles, batch), one CTA of 4 warps per (split, KV head, tile, sequence) serving up to GQ of the
+// `group` query heads that share that KV head: tile t takes heads t GQ .. (tiles = ceil(group / GQ); with
+// group < GQ the missing heads are zero queries whose outputs are dropped, e.g. 3 heads on the GQ 4 kernel).
+// Taking every splits-th unit spreads the FP window (the newest tokens, fp16 rows, about 8x the bytes of a
+// 2-bit unit) over all splits instead of loading the last one.
 // A CTA scores its tokens (packed keys, FP keys from fp16 rows), takes a local softmax and sums the values
 // (packed or FP) weighted by it, and writes the unnormalised partial output with its max and sum.
 // kvmix_attend_combine merges the splits of each (sequence, query head).
@@ -1244,18 +1246,42 @@ __device__ void value_pass(const CacheParams& cache, const SplitView& v, const U
     }
 }
 
+// The query heads of this CTA: blockIdx.y = kvHead * tiles + t, tile t of the KV head's `group` query heads
+// holds heads t GQ .. t GQ + count - 1 (count < GQ only in the last tile, the rest zero queries).
+template <int GQ>
+struct HeadTile {
+    int kvHead, first, count;  // first: the query head (of kvHeads * group) of the CTA's head 0
+    __device__ __forceinline__ explicit HeadTile(int group) {
+        const int tiles = (group + GQ - 1) / GQ, t = blockIdx.y % tiles;
+        kvHead = blockIdx.y / tiles;
+        first = kvHead * group + t * GQ;
+        count = min(GQ, group - t * GQ);
+    }
+};
+
+// The CTA's queries into sh.q (fp32), zero for heads past tile.count; seqRow: the sequence's first query head.
+template <int D, int GQ>
+__device__ __forceinline__ void load_queries(Shared<D, GQ>& sh, const void* __restrict__ query, int queryHalf,
+                                             size_t seqRow, const HeadTile<GQ>& tile) {
+    for (int i = threadIdx.x; i < GQ * D; i += THREADS) {
+        const size_t at = (seqRow + tile.first) * D + i;
+        sh.q[i / D][i % D] = i / D >= tile.count ? 0.0f
+                             : queryHalf         ? __half2float(reinterpret_cast<const __half*>(query)[at])
+                                                 : reinterpret_cast<const float*>(query)[at];
+    }
+}
+
 template <int D, int GQ>
 __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const int* __restrict__ sequenceState,
-                             const void* __restrict__ query, int queryHalf, float softmaxScale, int splitUnits,
-                             float* __restrict__ partialAcc, float* __restrict__ partialStats) {
+                             const void* __restrict__ query, int queryHalf, int group, float softmaxScale,
+                             int splitUnits, float* __restrict__ partialAcc, float* __restrict__ partialStats) {
     __shared__ __align__(16) Shared<D, GQ> sh;
     extern __shared__ __align__(16) unsigned char dynamicShared[];
     const CacheParams cache = *cacheParams;
     const int split = blockIdx.x;
-    const int head = blockIdx.y;
+    const int head = HeadTile<GQ>(group).kvHead;
     const int seq = blockIdx.z;
     const int splits = gridDim.x;
-    const int queryHeads = cache.kvHeads * GQ;
 
     SplitView v;
     v.length = sequenceState[seq * 3];
@@ -1273,11 +1299,7 @@ __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const 
     float* scores = reinterpret_cast<float*>(sources + v.unitCount);                // [GQ][unitCount * 32]
     uint4* stages = reinterpret_cast<uint4*>(scores + GQ * scoreStride) + (threadIdx.x / LANES) * STAGES * (stage_bytes(D) / 16);
 
-    for (int i = threadIdx.x; i < GQ * D; i += THREADS) {
-        const size_t at = ((size_t) seq * queryHeads + head * GQ) * D + i;
-        sh.q[i / D][i % D] = queryHalf ? __half2float(reinterpret_cast<const __half*>(query)[at])
-                                       : reinterpret_cast<const float*>(query)[at];
-    }
+    load_queries<D, GQ>(sh, query, queryHalf, (size_t) seq * cache.kvHeads * group, HeadTile<GQ>(group));
     // Where each unit's tokens live: one table lookup per unit, done once for the CTA.
     for (int u = threadIdx.x; u < v.unitCount; u += THREADS) {
         const int start = v.unitStart(u, cache.sinks);
@@ -1326,16 +1348,17 @@ __device__ void attend_split(const CacheParams* __restrict__ cacheParams, const 
 
     // Sum the warps' outputs; write the partial output [seq][queryHead][split][D] and (max, sum).
     __syncthreads();
+    const HeadTile<GQ> tile(group);  // again here: not held in registers through the passes
+    const size_t firstRow = (size_t) seq * cache.kvHeads * group + tile.first;
     for (int i = threadIdx.x; i < GQ * D; i += THREADS) {
         float s = 0.0f;
 #pragma unroll
         for (int w = 0; w < WARPS; w++) s += reinterpret_cast<const float*>(sh.rows[w])[i];
         const int g = i / D;
-        const size_t row = (size_t) seq * queryHeads + head * GQ + g;
-        partialAcc[(row * splits + split) * D + i % D] = s;
+        if (g < tile.count) partialAcc[((firstRow + g) * splits + split) * D + i % D] = s;
     }
-    if (threadIdx.x < GQ) {
-        const size_t row = (size_t) seq * queryHeads + head * GQ + threadIdx.x;
+    if (threadIdx.x < tile.count) {
+        const size_t row = firstRow + threadIdx.x;
         partialStats[(row * splits + split) * 2] = sh.rowMax[threadIdx.x];
         partialStats[(row * splits + split) * 2 + 1] = sh.rowSum[threadIdx.x];
     }
@@ -1356,16 +1379,17 @@ __host__ __device__ constexpr int attend_min_ctas(int d, int gq) {
 
 // cache:          CacheParams (written once per cache)
 // sequenceState:  [batch][3] = length, keys' packedEnd, values' packedEnd
-// query:          [batch][kvHeads * GQ][D], fp16 if queryHalf else fp32
+// query:          [batch][kvHeads * group][D], fp16 if queryHalf else fp32
+// group:          query heads per KV head (any >= 1); grid (splits, kvHeads * ceil(group / GQ), batch)
 // partialAcc:     [batch][queryHeads][splits][D] fp32;  partialStats: [batch][queryHeads][splits][2] (max, sum)
 // dynamic shared: FP_KEY_ROW_BYTES * D + unitCount * (sizeof(UnitSources) + GQ * 32 * 4)
 //                 + WARPS * STAGES * stage_bytes(D) bytes, unitCount = splitUnits + sink units
 #define KVMIX_ATTEND(D, GQ)                                                                                  \
     extern "C" __global__ void __launch_bounds__(THREADS, attend_min_ctas(D, GQ)) kvmix_attend_d##D##_g##GQ( \
-            const CacheParams* cache, const int* sequenceState, const void* query, int queryHalf,           \
+            const CacheParams* cache, const int* sequenceState, const void* query, int queryHalf, int group, \
             float softmaxScale, int splitUnits, float* partialAcc, float* partialStats) {                   \
-        attend_split<D, GQ>(cache, sequenceState, query, queryHalf, softmaxScale, splitUnits, partialAcc,   \
-                            partialStats);                                                                   \
+        attend_split<D, GQ>(cache, sequenceState, query, queryHalf, group, softmaxScale, splitUnits,        \
+                            partialAcc, partialStats);                                                       \
     }
 
 KVMIX_ATTEND(64, 1)

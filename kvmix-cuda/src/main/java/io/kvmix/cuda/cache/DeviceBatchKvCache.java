@@ -39,9 +39,14 @@ public final class DeviceBatchKvCache implements BatchKvCache {
     private static final int MAX_SPLIT_UNITS = 64;
     private static final int FIXED_CTA_UNITS = 6;
     private static final int ATTENTION_WARPS = THREADS / 32;
-    /** Head dimensions and query heads per KV head that the attention kernels are built for. */
+    /** Head dimensions the attention kernels are built for. */
     public static final Set<Integer> HEAD_DIMS = Set.of(64, 128);
-    public static final Set<Integer> QUERY_GROUPS = Set.of(1, 2, 4, 8);
+    /**
+     * Query heads per KV head that one attention CTA serves (kernel kvmix_attend_d&lt;D&gt;_g&lt;n&gt;); any other group
+     * runs on the smallest of these that holds it (3 on 4, 6 on 8: the extra heads are zero queries whose outputs
+     * are dropped) or, above 8, in tiles of 8 (16 = two CTAs per KV head, each reading the cache).
+     */
+    static final int[] KERNEL_GROUPS = {1, 2, 4, 8};
     /** Bytes of struct CacheParams in fused_attention.cu: two StreamTables of 40 bytes and six ints. */
     private static final int ATTENTION_PARAMS_BYTES = 104;
     /** Error kinds of the append kernel (quantize_pack.cu); the other kind is a scale overflow. */
@@ -363,11 +368,8 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         checkOpen();
         int kvHeads = geometry.kvHeads();
         int d = geometry.headDim();
-        int group = queryHeads / kvHeads;
-        if (queryHeads % kvHeads != 0 || !QUERY_GROUPS.contains(group)) {
-            throw new IllegalArgumentException("layer " + layer + " attention: " + queryHeads + " query heads over "
-                    + kvHeads + " KV heads; the kernels serve " + QUERY_GROUPS + " query heads per KV head");
-        }
+        int group = queryGroup(queryHeads);
+        int kernelGroup = kernelGroup(group);
         long rowBytes = (long) batch * queryHeads * d * (queriesHalf ? 2 : 4);
         long outBytes = (long) batch * queryHeads * d * (outHalf ? 2 : 4);
         if (queries.bytes() < rowBytes || out.bytes() < outBytes) {
@@ -383,11 +385,12 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         long partials = (long) batch * queryHeads * splits;
         DeviceBuffer acc = partialAcc.ensure(4L * partials * d);
         DeviceBuffer stats = partialStats.ensure(8L * partials);
-        device.launch(device.kernel(ATTENTION_MODULE, attentionKernel(group)),
-                new int[] {splits, kvHeads, batch}, THREADS, attentionSharedBytes(group, splitUnits),
+        device.launch(device.kernel(ATTENTION_MODULE, attentionKernel(kernelGroup)),
+                new int[] {splits, kvHeads * ceilDiv(group, kernelGroup), batch}, THREADS,
+                attentionSharedBytes(kernelGroup, splitUnits),
                 new long[] {attentionParams.address()}, new long[] {control.buffer().address()},
-                new long[] {queries.address()}, new int[] {queriesHalf ? 1 : 0}, new float[] {scale},
-                new int[] {splitUnits}, new long[] {acc.address()}, new long[] {stats.address()});
+                new long[] {queries.address()}, new int[] {queriesHalf ? 1 : 0}, new int[] {group},
+                new float[] {scale}, new int[] {splitUnits}, new long[] {acc.address()}, new long[] {stats.address()});
         device.launch(device.kernel(ATTENTION_MODULE, "kvmix_attend_combine"), new int[] {batch * queryHeads, 1, 1}, d, 0,
                 new long[] {acc.address()}, new long[] {stats.address()}, new int[] {splits}, new int[] {d},
                 new long[] {out.address()}, new int[] {outHalf ? 1 : 0});
@@ -404,12 +407,13 @@ public final class DeviceBatchKvCache implements BatchKvCache {
 
     /** Split length (in units of 32 tokens) that {@link #attendDevice} uses for {@code queryHeads} query heads. */
     public int splitUnits(int queryHeads) {
-        int group = queryHeads / geometry.kvHeads();
+        int group = queryGroup(queryHeads);
+        int kernelGroup = kernelGroup(group);
         int units = regularUnits();
         // the choice changes only when the longest sequence crosses a unit boundary: keep the last one
         if (units != chosenForUnits || group != chosenForGroup) {
-            chosenSplitUnits = chooseSplitUnits(units, batch * geometry.kvHeads(), device.multiprocessors(),
-                    perCta -> residentCtas(group, perCta));
+            chosenSplitUnits = chooseSplitUnits(units, batch * geometry.kvHeads() * ceilDiv(group, kernelGroup),
+                    device.multiprocessors(), perCta -> residentCtas(kernelGroup, perCta));
             chosenForUnits = units;
             chosenForGroup = group;
         }
@@ -424,7 +428,7 @@ public final class DeviceBatchKvCache implements BatchKvCache {
      * that leaves most of the GPU idle.
      *
      * @param units             units of 32 tokens after the sinks in the longest sequence
-     * @param pairs             batch x KV heads (CTAs per split)
+     * @param pairs             CTAs per split: batch x KV heads x query-head tiles
      * @param residentCtas      CTAs one multiprocessor holds at a split length (from the occupancy calculator)
      */
     static int chooseSplitUnits(int units, int pairs, int multiprocessors, IntUnaryOperator residentCtas) {
@@ -451,10 +455,29 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         return best;
     }
 
-    private int residentCtas(int group, int splitUnits) {
-        int sharedBytes = attentionSharedBytes(group, splitUnits);
-        return residentCtas.computeIfAbsent(attentionKernel(group) + "/" + sharedBytes,
-                key -> device.residentCtas(device.kernel(ATTENTION_MODULE, attentionKernel(group)), THREADS, sharedBytes));
+    /** Query heads per KV head, checked. */
+    private int queryGroup(int queryHeads) {
+        if (queryHeads <= 0 || queryHeads % geometry.kvHeads() != 0) {
+            throw new IllegalArgumentException("layer " + layer + " attention: " + queryHeads
+                    + " query heads is not a positive multiple of the " + geometry.kvHeads() + " KV heads");
+        }
+        return queryHeads / geometry.kvHeads();
+    }
+
+    /** The kernel's query heads per CTA for a group (see {@link #KERNEL_GROUPS}). */
+    static int kernelGroup(int group) {
+        for (int kernelGroup : KERNEL_GROUPS) {
+            if (kernelGroup >= group) {
+                return kernelGroup;
+            }
+        }
+        return KERNEL_GROUPS[KERNEL_GROUPS.length - 1];
+    }
+
+    private int residentCtas(int kernelGroup, int splitUnits) {
+        int sharedBytes = attentionSharedBytes(kernelGroup, splitUnits);
+        return residentCtas.computeIfAbsent(attentionKernel(kernelGroup) + "/" + sharedBytes,
+                key -> device.residentCtas(device.kernel(ATTENTION_MODULE, attentionKernel(kernelGroup)), THREADS, sharedBytes));
     }
 
     /**
@@ -463,17 +486,17 @@ public final class DeviceBatchKvCache implements BatchKvCache {
      * the unit's offset in its block and what to do with it) and fp32 scores per query head, then per warp the
      * stages that the packed slices of its units are copied into.
      */
-    private int attentionSharedBytes(int group, int splitUnits) {
+    private int attentionSharedBytes(int kernelGroup, int splitUnits) {
         // sizes exported by fused_attention.cu, read from the module once (CudaDevice.moduleInt)
         int sourceBytes = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_unit_source_bytes");
         int stageBytesPerChannel = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_stage_bytes_per_channel");
         int fpKeyRowBytesPerChannel = device.moduleInt(ATTENTION_MODULE, "kvmix_attend_fp_key_rows_bytes_per_channel");
-        return (ceilDiv(quant.sinks(), UNIT) + splitUnits) * (sourceBytes + 4 * group * UNIT)
+        return (ceilDiv(quant.sinks(), UNIT) + splitUnits) * (sourceBytes + 4 * kernelGroup * UNIT)
                 + (ATTENTION_WARPS * stageBytesPerChannel + fpKeyRowBytesPerChannel) * geometry.headDim();
     }
 
-    private String attentionKernel(int group) {
-        return "kvmix_attend_d" + geometry.headDim() + "_g" + group;
+    private String attentionKernel(int kernelGroup) {
+        return "kvmix_attend_d" + geometry.headDim() + "_g" + kernelGroup;
     }
 
     private static int ceilDiv(int a, int b) {

@@ -47,7 +47,10 @@ class DeviceCacheTest {
         return new LayerQuant(new StreamQuant(BitWidth.of(kBits), policy), new StreamQuant(BitWidth.of(vBits), policy), sinks);
     }
 
-    /** Together the scenarios run every attention kernel: head dim 64 and 128 x 1, 2, 4 and 8 query heads per KV head. */
+    /**
+     * Together the scenarios run every attention kernel (head dim 64 and 128 x 1, 2, 4 and 8 query heads per KV
+     * head) and the groups that run on a larger kernel (3, 6) or in several tiles of 8 (16).
+     */
     static Stream<Scenario> scenarios() {
         return Stream.of(
                 new Scenario("2-bit, reference ratios, ragged", LayerQuant.reference(2, 2), 32, 4, 4, 128, 0,
@@ -71,7 +74,14 @@ class DeviceCacheTest {
                         new int[] {260, 181, 5}, 30),
                 new Scenario("2-bit keys window 16, 4-bit values ratio, long context",
                         new LayerQuant(new StreamQuant(BitWidth.TWO, new ResidualPolicy.Window(16)),
-                                StreamQuant.reference(4), 0), 32, 2, 4, 128, 0, new int[] {4096, 1000}, 20));
+                                StreamQuant.reference(4), 0), 32, 2, 4, 128, 0, new int[] {4096, 1000}, 20),
+                new Scenario("2-bit, GQA 3 (on the GQA 4 kernel), ragged", LayerQuant.reference(2, 2), 32, 2, 6, 128, 0,
+                        new int[] {450, 70, 260}, 30),
+                new Scenario("3-bit keys, 2-bit values, D=64, GQA 6 (on the GQA 8 kernel), 2 sinks",
+                        new LayerQuant(StreamQuant.reference(3), StreamQuant.reference(2), 2), 32, 2, 12, 64, 0,
+                        new int[] {380, 150}, 30),
+                new Scenario("4-bit, GQA 16 (two tiles of 8), sliding window 256",
+                        LayerQuant.reference(4, 4), 64, 1, 16, 128, 256, new int[] {640, 333}, 30));
     }
 
     @ParameterizedTest(name = "{0}")

@@ -5,7 +5,7 @@ import org.junit.jupiter.api.Test;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-/** The attention's split length model (runs everywhere, no GPU). */
+/** The attention's split length model and kernel choice (run everywhere, no GPU). */
 class SplitChoiceTest {
 
     @Test
@@ -24,6 +24,15 @@ class SplitChoiceTest {
     @Test
     void shortContextsTakeOneSplit() {
         assertEquals(3, DeviceBatchKvCache.chooseSplitUnits(3, 4, 132, units -> 8));
+    }
+
+    @Test
+    void queryGroupsRunOnTheSmallestKernelThatHoldsThemOrInTilesOfEight() {
+        int[] groups = {1, 2, 3, 4, 5, 6, 7, 8, 12, 16};
+        int[] kernels = {1, 2, 4, 4, 8, 8, 8, 8, 8, 8};
+        for (int i = 0; i < groups.length; i++) {
+            assertEquals(kernels[i], DeviceBatchKvCache.kernelGroup(groups[i]), "group " + groups[i]);
+        }
     }
 
     @Test
