@@ -386,7 +386,7 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         DeviceBuffer acc = partialAcc.ensure(4L * partials * d);
         DeviceBuffer stats = partialStats.ensure(8L * partials);
         device.launch(device.kernel(ATTENTION_MODULE, attentionKernel(kernelGroup)),
-                new int[] {splits, kvHeads * ceilDiv(group, kernelGroup), batch}, THREADS,
+                new int[] {splits, kvHeads * headTiles(group), batch}, THREADS,
                 attentionSharedBytes(kernelGroup, splitUnits),
                 new long[] {attentionParams.address()}, new long[] {control.buffer().address()},
                 new long[] {queries.address()}, new int[] {queriesHalf ? 1 : 0}, new int[] {group},
@@ -412,7 +412,7 @@ public final class DeviceBatchKvCache implements BatchKvCache {
         int units = regularUnits();
         // the choice changes only when the longest sequence crosses a unit boundary: keep the last one
         if (units != chosenForUnits || group != chosenForGroup) {
-            chosenSplitUnits = chooseSplitUnits(units, batch * geometry.kvHeads() * ceilDiv(group, kernelGroup),
+            chosenSplitUnits = chooseSplitUnits(units, batch * geometry.kvHeads() * headTiles(group),
                     device.multiprocessors(), perCta -> residentCtas(kernelGroup, perCta));
             chosenForUnits = units;
             chosenForGroup = group;
@@ -472,6 +472,11 @@ public final class DeviceBatchKvCache implements BatchKvCache {
             }
         }
         return KERNEL_GROUPS[KERNEL_GROUPS.length - 1];
+    }
+
+    /** CTAs per (split, KV head, sequence): the group's tiles of {@link #kernelGroup} query heads. */
+    private static int headTiles(int group) {
+        return ceilDiv(group, kernelGroup(group));
     }
 
     private int residentCtas(int kernelGroup, int splitUnits) {
