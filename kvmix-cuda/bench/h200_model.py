@@ -6,7 +6,9 @@ Usage: h200_model.py MODEL_JSON [SCALAR_MODEL_JSON]
   SCALAR_MODEL_JSON  the same for the scalar kernels (3b9d96d), checked against their H200 run
                      (results-h200-scalar.json; default results-h100-model-h200-scalar.json)
 Each estimate is the model's time at the split an H200 chooses for the whole shape (as an H100 does: same
-multiprocessors and occupancy; results-h100.json), set against SDPA and the copy bandwidth measured on the H200.
+multiprocessors and occupancy; results-h100.json), set against SDPA and the copy bandwidth measured on the H200
+(the scalar kernels' run). Then the model against the H200 runs: MODEL_JSON's kernels (results-h200.json) and the
+scalar kernels (results-h200-scalar.json), at every split from 512 tokens.
 """
 import json
 import sys
@@ -40,11 +42,17 @@ def main():
             rate = wf["bytes_read"] / (ms / 1e3)
             print(f"| {s['shape']} ({s['batch']} x {s['kv_heads']} heads) | {w['bits']} | {split} | {ms * 1e3:.1f} us "
                   f"| {sdpa * 1e3:.1f} us | {sdpa / ms:.2f}x | {rate / 1e12:.2f} TB/s | {100 * rate / copy:.0f}% |")
+    print_check("these kernels (results-h200.json)", model, by_shape(load("results-h200.json")))
+    print_check("scalar kernels (3b9d96d)", scalar_model, h200)
+
+
+def print_check(title, model, measured):
+    """The model's time against the H200's at each split of 512 tokens or more."""
     print()
-    print("| scalar kernels (3b9d96d) | bits | split | model time | H200 measured | H200 / model |")
+    print(f"| {title} | bits | split | model time | H200 measured | H200 / model |")
     print("|---|---|---|---|---|---|")
-    for s in scalar_model["shapes"]:
-        for w, wh in zip(s["fused_attention"], h200[s["shape"]]["fused_attention"]):
+    for s in model["shapes"]:
+        for w, wh in zip(s["fused_attention"], measured[s["shape"]]["fused_attention"]):
             for split, ms in w["median_ms_by_split_tokens"].items():
                 if int(split) < 512:
                     continue
